@@ -1,0 +1,500 @@
+"""Settings: environment variables over `~/.flow/config.yaml` (section `health:`) over defaults.
+
+One loader, `load_config()`, reads the file and the environment; everything else receives a
+`Config`. Every value is validated where it is read, and a bad one raises `ConfigError` naming
+the variable or key, the value (`!r`) and what is allowed. An empty environment variable counts
+as unset, so `FLOW_METRICS_ENDPOINT=` in a unit file means "no endpoint".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from flow.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_HOME",
+    "DEFAULT_PENALTIES",
+    "ENV_VARS",
+    "Config",
+    "HealthSettings",
+    "Thresholds",
+    "is_loopback_host",
+    "load_config",
+    "parse_bool",
+    "validate_endpoint",
+]
+
+DEFAULT_HOME = Path("~/.flow")
+DEFAULT_GPUD_VERSION = "v0.5.1"
+DEFAULT_GPUD_PORT = 15132
+DEFAULT_GPUD_BIND = "127.0.0.1"
+DEFAULT_METRICS_INTERVAL_S = 60.0
+DEFAULT_BATCH_SIZE = 100
+DEFAULT_RETENTION_DAYS = 7
+DEFAULT_COMPRESS_AFTER_DAYS = 1
+
+FAIL_ON_CHOICES = ("issues", "warnings", "never")
+HOST_KEY_POLICIES = ("strict", "accept-new", "off")
+
+#: Points each reason code takes off the score of 100 (counted once per node per code).
+DEFAULT_PENALTIES: Mapping[str, int] = {
+    "temp_critical": 45,
+    "temp_warning": 15,
+    "thermal_margin": 15,
+    "util_low": 5,
+    "util_high": 5,
+    "mem_critical": 25,
+    "mem_warning": 10,
+    "throttle_hw": 25,
+    "throttle_sw": 5,
+    "ecc_uncorrected": 45,
+    "ecc_corrected": 20,
+    "ecc_aggregate_uncorrected": 10,
+    "remap_failed": 50,
+    "remap_pending": 25,
+    "nvlink_errors": 15,
+    "xid_fatal": 50,
+    "xid_warning": 20,
+    "xid_application": 5,
+    "xid_info": 0,
+    "component_unhealthy": 40,
+    "component_degraded": 15,
+    "component_unreadable": 5,
+}
+
+_BOOL_TRUE = frozenset({"1", "true", "yes", "on", "y", "t", "enable", "enabled"})
+_BOOL_FALSE = frozenset({"0", "false", "no", "off", "n", "f", "disable", "disabled"})
+_VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+
+
+def parse_bool(value: object, *, name: str) -> bool:
+    """Accept a YAML bool or the usual spellings (true/false, yes/no, on/off, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (str, int)):
+        text = str(value).strip().lower()
+        if text in _BOOL_TRUE:
+            return True
+        if text in _BOOL_FALSE:
+            return False
+    raise ConfigError(
+        f"{name}={value!r} is not a boolean; allowed: true/false, yes/no, on/off, 1/0"
+    )
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost`, 127.0.0.0/8 and ::1."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_endpoint(value: str, *, name: str) -> str:
+    """A metrics URL: http(s) with a host; plain http only to a loopback host."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}={value!r} is not a URL; allowed: https://host[:port]/path")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigError(
+            f"{name}={value!r} uses plain http to a remote host; allowed: https:// "
+            "(plain http only to 127.0.0.1, ::1 or localhost)"
+        )
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{name}={value!r} has a bad port: {exc}") from None
+    return value
+
+
+def _positive_int(value: object, *, name: str, maximum: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not a whole number; allowed: an integer >= 1")
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise ConfigError(
+            f"{name}={value!r} is not a whole number; allowed: an integer >= 1"
+        ) from None
+    if number < 1 or (maximum is not None and number > maximum):
+        allowed = f"1-{maximum}" if maximum is not None else "an integer >= 1"
+        raise ConfigError(f"{name}={value!r} is out of range; allowed: {allowed}")
+    return number
+
+
+def _positive_float(value: object, *, name: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not a number; allowed: seconds > 0")
+    try:
+        number = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a number; allowed: seconds > 0") from None
+    if not number > 0 or number == float("inf"):
+        raise ConfigError(f"{name}={value!r} is out of range; allowed: seconds > 0")
+    return number
+
+
+def _port(value: object, *, name: str) -> int:
+    return _positive_int(value, name=name, maximum=65535)
+
+
+def _gpud_version(value: object, *, name: str) -> str:
+    text = str(value).strip()
+    if not _VERSION_RE.match(text):
+        raise ConfigError(f"{name}={value!r} is not a GPUd release tag; allowed: vMAJOR.MINOR.PATCH")
+    return text
+
+
+def _gpud_bind(value: object, *, name: str) -> str:
+    text = str(value).strip()
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(
+            f"{name}={value!r} is not an IP address; allowed: a loopback address such as 127.0.0.1"
+        ) from None
+    if not address.is_loopback:
+        raise ConfigError(
+            f"{name}={value!r} would expose GPUd beyond this host; allowed: a loopback address "
+            "(127.0.0.0/8 or ::1): flow reaches GPUd through SSH tunnels"
+        )
+    return text
+
+
+def _endpoint(value: object, *, name: str) -> str | None:
+    if value is None:
+        return None
+    return validate_endpoint(str(value).strip(), name=name)
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[..., str]:
+    def check(value: object, *, name: str) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ConfigError(f"{name}={value!r} is not allowed; allowed: {', '.join(choices)}")
+        return text
+
+    return check
+
+
+def _bool(value: object, *, name: str) -> bool:
+    return parse_bool(value, name=name)
+
+
+def _path(value: object, *, name: str) -> Path:
+    text = str(value).strip()
+    if not text:
+        raise ConfigError(f"{name}={value!r} is empty; allowed: a file path")
+    return Path(text).expanduser()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thresholds:
+    """Scoring thresholds (°C, %) and the penalty each reason code takes off the score."""
+
+    temp_warning_c: float = 75.0
+    temp_critical_c: float = 85.0
+    slowdown_margin_c: float = 5.0
+    util_low_pct: float = 10.0
+    util_high_pct: float = 95.0
+    mem_warning_pct: float = 90.0
+    mem_critical_pct: float = 95.0
+    penalties: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PENALTIES))
+
+    def __post_init__(self) -> None:
+        pairs = (
+            ("temp_warning_c", "temp_critical_c"),
+            ("mem_warning_pct", "mem_critical_pct"),
+            ("util_low_pct", "util_high_pct"),
+        )
+        for low, high in pairs:
+            if getattr(self, low) >= getattr(self, high):
+                raise ConfigError(
+                    f"health.thresholds.{low}={getattr(self, low)!r} must be below "
+                    f"health.thresholds.{high}={getattr(self, high)!r}"
+                )
+        for key, value in self.penalties.items():
+            if key not in DEFAULT_PENALTIES:
+                raise ConfigError(
+                    f"health.thresholds.penalties.{key} is not a reason code; allowed: "
+                    + ", ".join(sorted(DEFAULT_PENALTIES))
+                )
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+                raise ConfigError(
+                    f"health.thresholds.penalties.{key}={value!r} is out of range; "
+                    "allowed: an integer 0-100"
+                )
+
+    def penalty(self, code: str) -> int:
+        return self.penalties.get(code, DEFAULT_PENALTIES.get(code, 0))
+
+    @classmethod
+    def from_mapping(cls, raw: object) -> Thresholds:
+        """Build from the `health.thresholds` mapping of config.yaml, validating each key."""
+        if raw is None:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"health.thresholds={raw!r} is not a mapping of threshold: value")
+        allowed = {f.name for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key not in allowed:
+                raise ConfigError(
+                    f"health.thresholds.{key} is not a known threshold; allowed: "
+                    + ", ".join(sorted(allowed))
+                )
+            if key == "penalties":
+                if not isinstance(value, Mapping):
+                    raise ConfigError(
+                        f"health.thresholds.penalties={value!r} is not a mapping of code: points"
+                    )
+                kwargs[key] = {**DEFAULT_PENALTIES, **value}
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(
+                    f"health.thresholds.{key}={value!r} is not a number; allowed: 0-200"
+                )
+            if not 0 <= value <= 200:
+                raise ConfigError(f"health.thresholds.{key}={value!r} is out of range; allowed: 0-200")
+            kwargs[key] = float(value)
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthSettings:
+    """The `health:` settings. `metrics_auth_token` never appears in `repr()`."""
+
+    enabled: bool = True
+    gpud_version: str = DEFAULT_GPUD_VERSION
+    gpud_port: int = DEFAULT_GPUD_PORT
+    gpud_bind: str = DEFAULT_GPUD_BIND
+    metrics_endpoint: str | None = None
+    metrics_interval: float = DEFAULT_METRICS_INTERVAL_S
+    metrics_batch_size: int = DEFAULT_BATCH_SIZE
+    retention_days: int = DEFAULT_RETENTION_DAYS
+    compress_after_days: int = DEFAULT_COMPRESS_AFTER_DAYS
+    metrics_auth_token: str | None = field(default=None, repr=False)
+    metrics_auth_token_file: Path | None = None
+    metrics_gzip: bool = True
+    fail_on: str = "never"
+    ssh_host_key_policy: str = "accept-new"
+    ssh_connect_timeout: float = 10.0
+    metrics_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Setting:
+    key: str
+    env: str | None
+    parse: Callable[..., Any]
+
+
+# The ten documented variables come first; the rest are flow's own additions (docs/configuration.md).
+_SETTINGS: tuple[_Setting, ...] = (
+    _Setting("enabled", "FLOW_HEALTH_MONITORING", _bool),
+    _Setting("gpud_version", "FLOW_GPUD_VERSION", _gpud_version),
+    _Setting("gpud_port", "FLOW_GPUD_PORT", _port),
+    _Setting("gpud_bind", "FLOW_GPUD_BIND", _gpud_bind),
+    _Setting("metrics_endpoint", "FLOW_METRICS_ENDPOINT", _endpoint),
+    _Setting("metrics_interval", "FLOW_METRICS_INTERVAL", _positive_float),
+    _Setting("metrics_batch_size", "FLOW_METRICS_BATCH_SIZE", _positive_int),
+    _Setting("retention_days", "FLOW_METRICS_RETENTION_DAYS", _positive_int),
+    _Setting("compress_after_days", "FLOW_METRICS_COMPRESS_AFTER_DAYS", _positive_int),
+    _Setting("metrics_auth_token_file", "FLOW_METRICS_AUTH_TOKEN_FILE", _path),
+    _Setting("metrics_gzip", "FLOW_METRICS_GZIP", _bool),
+    _Setting("fail_on", "FLOW_FAIL_ON", _choice(FAIL_ON_CHOICES)),
+    _Setting("ssh_host_key_policy", "FLOW_SSH_HOST_KEY_POLICY", _choice(HOST_KEY_POLICIES)),
+    _Setting("ssh_connect_timeout", "FLOW_SSH_CONNECT_TIMEOUT", _positive_float),
+    _Setting("metrics_dir", "FLOW_METRICS_DIR", _path),
+)
+
+#: The environment variables flow reads, in documentation order.
+ENV_VARS: tuple[str, ...] = (
+    *(s.env for s in _SETTINGS[:9] if s.env),
+    "FLOW_METRICS_AUTH_TOKEN",
+)
+
+#: Keys of `health:` that hold structure rather than one value.
+_SECTION_KEYS = ("thresholds", "sinks")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything flow reads from the environment and config.yaml, validated."""
+
+    home: Path
+    config_file: Path
+    health: HealthSettings = field(default_factory=HealthSettings)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    sinks: Mapping[str, Any] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.health.metrics_dir or self.home / "metrics"
+
+    @property
+    def tasks_file(self) -> Path:
+        return self.home / "tasks.yaml"
+
+    @property
+    def known_hosts_file(self) -> Path:
+        return self.home / "known_hosts"
+
+    def with_health(self, **changes: Any) -> Config:
+        """A copy with some health settings replaced (CLI options override everything)."""
+        return replace(self, health=replace(self.health, **changes))
+
+    def effective(self) -> list[tuple[str, str, str]]:
+        """(setting, shown value, source) rows for `flow config show`; the token is redacted."""
+        rows: list[tuple[str, str, str]] = [("home", str(self.home), self.sources.get("home", ""))]
+        for setting in _SETTINGS:
+            value = getattr(self.health, setting.key)
+            shown = "none" if value is None else str(value)
+            rows.append((setting.key, shown, self.sources.get(setting.key, "default")))
+        token = self.health.metrics_auth_token
+        rows.append(
+            (
+                "metrics_auth_token",
+                "none" if token is None else "<redacted>",
+                self.sources.get("metrics_auth_token", "default"),
+            )
+        )
+        for key in ("temp_warning_c", "temp_critical_c", "mem_warning_pct", "mem_critical_pct",
+                    "util_low_pct", "util_high_pct", "slowdown_margin_c"):
+            rows.append(
+                (f"thresholds.{key}", f"{getattr(self.thresholds, key):g}",
+                 self.sources.get(f"thresholds.{key}", "default"))
+            )
+        return rows
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}", path=path) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: malformed YAML: {problem}", path=path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping with a 'health:' section", path=path)
+    health = data.get("health", {})
+    if health is None:
+        return {}
+    if not isinstance(health, dict):
+        raise ConfigError(f"{path}: 'health' must be a mapping, not {health!r}", path=path)
+    return health
+
+
+def _read_token_file(path: Path, *, name: str) -> str:
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{name}={str(path)!r}: cannot read the token file: {exc.strerror}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{name}={str(path)!r} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"allowed: mode 0600 (chmod 600 {path})"
+        )
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ConfigError(f"{name}={str(path)!r} is empty; allowed: a file holding the token")
+    return token
+
+
+def load_config(
+    env: Mapping[str, str] | None = None, *, config_file: Path | None = None
+) -> Config:
+    """Read config.yaml and the environment into a validated `Config`.
+
+    Raises:
+        ConfigError: a value, key or the file is bad; the message names it.
+    """
+    env = os.environ if env is None else env
+    raw_home = env.get("FLOW_HOME") or str(DEFAULT_HOME)
+    home = Path(raw_home).expanduser()
+    sources: dict[str, str] = {"home": "FLOW_HOME" if env.get("FLOW_HOME") else "default"}
+    path = config_file or home / "config.yaml"
+    file_values = _read_yaml(path)
+
+    known = {s.key for s in _SETTINGS} | set(_SECTION_KEYS)
+    if "metrics_auth_token" in file_values:
+        raise ConfigError(
+            f"{path}: health.metrics_auth_token is not read from config.yaml; allowed: "
+            "FLOW_METRICS_AUTH_TOKEN or a 0600 file named by health.metrics_auth_token_file",
+            path=path,
+        )
+    for key in file_values:
+        if key not in known:
+            raise ConfigError(
+                f"{path}: health.{key} is not a known setting; allowed: "
+                + ", ".join(sorted(known)),
+                path=path,
+            )
+
+    values: dict[str, Any] = {}
+    for setting in _SETTINGS:
+        env_value = env.get(setting.env) if setting.env else None
+        if env_value is not None and env_value.strip() != "":
+            values[setting.key] = setting.parse(env_value, name=setting.env)
+            sources[setting.key] = f"env {setting.env}"
+        elif setting.key in file_values:
+            value = file_values[setting.key]
+            try:
+                values[setting.key] = setting.parse(value, name=f"health.{setting.key}")
+            except ConfigError as exc:
+                raise ConfigError(f"{path}: {exc.message}", path=path) from None
+            sources[setting.key] = f"file {path}"
+
+    token = env.get("FLOW_METRICS_AUTH_TOKEN")
+    if token is not None and token.strip():
+        values["metrics_auth_token"] = token.strip()
+        sources["metrics_auth_token"] = "env FLOW_METRICS_AUTH_TOKEN"
+    elif "metrics_auth_token_file" in values:
+        values["metrics_auth_token"] = _read_token_file(
+            values["metrics_auth_token_file"], name="metrics_auth_token_file"
+        )
+        sources["metrics_auth_token"] = f"file {values['metrics_auth_token_file']}"
+
+    try:
+        thresholds = Thresholds.from_mapping(file_values.get("thresholds"))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", path=path) from None
+    for key in (file_values.get("thresholds") or {}):
+        sources[f"thresholds.{key}"] = f"file {path}"
+
+    sinks = file_values.get("sinks") or {}
+    if not isinstance(sinks, Mapping):
+        raise ConfigError(f"{path}: health.sinks={sinks!r} is not a mapping", path=path)
+
+    return Config(
+        home=home,
+        config_file=path,
+        health=HealthSettings(**values),
+        thresholds=thresholds,
+        sinks=dict(sinks),
+        sources=sources,
+    )

@@ -1,0 +1,1 @@
+"""Health: snapshot model, scoring, GPUd client, storage, sweeps and the collector."""

@@ -1,0 +1,248 @@
+"""Scoring: a pure function from a snapshot to a verdict `{score, status, reasons}`.
+
+The rules, their thresholds and penalties are documented in docs/scoring.md. In short:
+
+- The score starts at 100. Each rule that fires adds a `Reason`; each reason *code* costs its
+  penalty once per node (eight hot GPUs are one problem, not eight), so adding a fault never
+  raises the score.
+- Any reason of severity `critical` caps the score at 59: the node is Critical.
+- Bands: Healthy 80-100, Degraded 60-79, Critical 0-59.
+- Unknown (score None) when there are no GPU readings: GPUd unreachable, or it gave no GPU data.
+- A reading that is None triggers no rule: "not reported" is never "zero".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flow.config import Thresholds
+from flow.health.snapshot import (
+    GpuReading,
+    HealthStatus,
+    Reason,
+    Severity,
+    Snapshot,
+    Verdict,
+)
+from flow.health.xid import classify_xid
+
+__all__ = [
+    "CRITICAL_CAP",
+    "DEFAULT_THRESHOLDS",
+    "HW_THROTTLE_REASONS",
+    "SW_THROTTLE_REASONS",
+    "score_snapshot",
+    "status_for_score",
+]
+
+DEFAULT_THRESHOLDS = Thresholds()
+CRITICAL_CAP = 59
+HEALTHY_MIN = 80
+DEGRADED_MIN = 60
+
+HW_THROTTLE_REASONS = ("hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown")
+SW_THROTTLE_REASONS = ("sw_thermal_slowdown",)
+
+_THROTTLE_TEXT = {
+    "hw_slowdown": "hardware slowdown",
+    "hw_thermal_slowdown": "hardware thermal slowdown",
+    "hw_power_brake_slowdown": "power brake slowdown",
+    "sw_thermal_slowdown": "software thermal slowdown",
+}
+
+
+def status_for_score(score: int) -> HealthStatus:
+    if score >= HEALTHY_MIN:
+        return HealthStatus.HEALTHY
+    if score >= DEGRADED_MIN:
+        return HealthStatus.DEGRADED
+    return HealthStatus.CRITICAL
+
+
+def _gpu_reasons(gpu: GpuReading, t: Thresholds) -> Iterable[Reason]:
+    i = gpu.index
+
+    def reason(code: str, severity: Severity, message: str, action: str) -> Reason:
+        return Reason(code=code, severity=severity, gpu=i, message=message, action=action,
+                      penalty=t.penalty(code))
+
+    if gpu.temp_c is not None:
+        if gpu.temp_c > t.temp_critical_c:
+            yield reason("temp_critical", Severity.CRITICAL,
+                         f"GPU {i} at {gpu.temp_c:.0f} °C (critical above {t.temp_critical_c:g} °C)",
+                         "Check cooling and airflow now; drain the node if it stays this hot")
+        elif gpu.temp_c > t.temp_warning_c:
+            yield reason("temp_warning", Severity.WARNING,
+                         f"GPU {i} at {gpu.temp_c:.0f} °C (warning above {t.temp_warning_c:g} °C)",
+                         "Check fans, airflow and inlet temperature")
+        if (gpu.slowdown_temp_c is not None
+                and gpu.temp_c >= gpu.slowdown_temp_c - t.slowdown_margin_c):
+            margin = gpu.slowdown_temp_c - gpu.temp_c
+            yield reason("thermal_margin", Severity.WARNING,
+                         f"GPU {i} at {gpu.temp_c:.0f} °C is {margin:.0f} °C from its slowdown "
+                         f"threshold of {gpu.slowdown_temp_c:.0f} °C",
+                         "The GPU will throttle soon: check cooling")
+
+    if gpu.util_gpu_pct is not None:
+        if gpu.util_gpu_pct < t.util_low_pct:
+            yield reason("util_low", Severity.INFO,
+                         f"GPU {i} utilization {gpu.util_gpu_pct:.0f}% (below {t.util_low_pct:g}%)",
+                         "GPU is idle: check the job is running, or release the node")
+        elif gpu.util_gpu_pct > t.util_high_pct:
+            yield reason("util_high", Severity.INFO,
+                         f"GPU {i} utilization {gpu.util_gpu_pct:.0f}% (above {t.util_high_pct:g}%)",
+                         "GPU is saturated: expect queueing; no action unless jobs are slow")
+
+    mem_pct = gpu.mem_used_pct
+    if mem_pct is not None:
+        if mem_pct > t.mem_critical_pct:
+            yield reason("mem_critical", Severity.CRITICAL,
+                         f"GPU {i} memory {mem_pct:.0f}% used (critical above {t.mem_critical_pct:g}%)",
+                         "Out-of-memory is imminent: reduce batch size or free GPU memory")
+        elif mem_pct > t.mem_warning_pct:
+            yield reason("mem_warning", Severity.WARNING,
+                         f"GPU {i} memory {mem_pct:.0f}% used (warning above {t.mem_warning_pct:g}%)",
+                         "Watch GPU memory; the job is near its limit")
+
+    hw = [r for r in gpu.throttle_reasons if r in HW_THROTTLE_REASONS]
+    if hw:
+        yield reason("throttle_hw", Severity.WARNING,
+                     f"GPU {i} throttled: " + ", ".join(_THROTTLE_TEXT[r] for r in hw),
+                     "Check power delivery and cooling; persistent hardware slowdown needs inspection")
+    sw = [r for r in gpu.throttle_reasons if r in SW_THROTTLE_REASONS]
+    if sw:
+        yield reason("throttle_sw", Severity.INFO,
+                     f"GPU {i} throttled: " + ", ".join(_THROTTLE_TEXT[r] for r in sw),
+                     "Check cooling if it persists")
+
+    if gpu.ecc_volatile_uncorrected:
+        yield reason("ecc_uncorrected", Severity.CRITICAL,
+                     f"GPU {i} has {gpu.ecc_volatile_uncorrected} uncorrected ECC errors since boot",
+                     "Drain the node and reset the GPU; RMA if errors return")
+    elif gpu.ecc_aggregate_uncorrected:
+        yield reason("ecc_aggregate_uncorrected", Severity.WARNING,
+                     f"GPU {i} has {gpu.ecc_aggregate_uncorrected} uncorrected ECC errors in its "
+                     "lifetime",
+                     "Check row remapping status; plan an inspection")
+    if gpu.ecc_volatile_corrected:
+        yield reason("ecc_corrected", Severity.WARNING,
+                     f"GPU {i} has {gpu.ecc_volatile_corrected} corrected ECC errors since boot",
+                     "Watch the rate; many corrected errors predict uncorrected ones")
+
+    if gpu.remap_failed:
+        yield reason("remap_failed", Severity.CRITICAL,
+                     f"GPU {i} row remapping failed",
+                     "The GPU cannot retire bad memory: drain the node and RMA the GPU")
+    elif gpu.remap_pending:
+        yield reason("remap_pending", Severity.WARNING,
+                     f"GPU {i} has a row remapping pending",
+                     "Reset the GPU (or reboot) to apply the remapping")
+
+
+def _nvlink_reasons(
+    gpus: tuple[GpuReading, ...], previous: Snapshot | None, t: Thresholds
+) -> Iterable[Reason]:
+    before = {g.index: g.nvlink_errors for g in previous.gpus} if previous else {}
+    for gpu in gpus:
+        now = gpu.nvlink_errors
+        if not now:
+            continue
+        old = before.get(gpu.index)
+        if previous is not None and old is not None:
+            if now <= old:
+                continue
+            message = f"GPU {gpu.index} NVLink errors grew by {now - old} (now {now})"
+        else:
+            message = f"GPU {gpu.index} has {now} NVLink errors (replay/recovery/CRC)"
+        yield Reason(code="nvlink_errors", severity=Severity.WARNING, gpu=gpu.index,
+                     message=message, penalty=t.penalty("nvlink_errors"),
+                     action="Check NVLink cabling/NVSwitch; reboot if the errors keep growing")
+
+
+_XID_CODES = {
+    "fatal": ("xid_fatal", Severity.CRITICAL),
+    "warning": ("xid_warning", Severity.WARNING),
+    "unknown": ("xid_warning", Severity.WARNING),
+    "application": ("xid_application", Severity.INFO),
+    "no_action": ("xid_info", Severity.INFO),
+    "info": ("xid_info", Severity.INFO),
+}
+
+
+def _xid_reasons(snapshot: Snapshot, t: Thresholds) -> Iterable[Reason]:
+    seen: set[tuple[int, str | None]] = set()
+    for xid in snapshot.xids:
+        key = (xid.code, xid.gpu)
+        if key in seen:
+            continue
+        seen.add(key)
+        info = classify_xid(xid.code)
+        code, severity = _XID_CODES.get(info.xid_class, _XID_CODES["unknown"])
+        where = f"GPU {xid.gpu_index}" if xid.gpu_index is not None else (xid.gpu or "a GPU")
+        yield Reason(code=code, severity=severity, gpu=xid.gpu_index,
+                     message=f"XID {xid.code} ({info.name}) on {where}",
+                     action=info.action, penalty=t.penalty(code),
+                     component="accelerator-nvidia-error-xid")
+
+
+def _component_reasons(snapshot: Snapshot, t: Thresholds) -> Iterable[Reason]:
+    for state in snapshot.components:
+        if state.health == "Unhealthy":
+            code, severity = "component_unhealthy", Severity.CRITICAL
+        elif state.health == "Degraded":
+            code, severity = "component_degraded", Severity.WARNING
+        else:
+            continue
+        detail = state.reason or state.error or state.health
+        action = (", ".join(state.repair_actions) if state.repair_actions
+                  else "See the component's reason")
+        yield Reason(code=code, severity=severity, component=state.component,
+                     message=f"GPUd {state.component}: {state.health}: {detail}",
+                     action=action, penalty=t.penalty(code))
+    for error in snapshot.read_errors:
+        yield Reason(code="component_unreadable", severity=Severity.INFO,
+                     component=error.component, penalty=t.penalty("component_unreadable"),
+                     message=f"GPUd {error.component}: unreadable: {error.message}",
+                     action="Check the GPUd version; this component's data was skipped")
+
+
+def _unknown(snapshot: Snapshot) -> Verdict:
+    gpud = snapshot.gpud
+    if not gpud.reachable:
+        detail = gpud.error or gpud.state
+        reason = Reason(code="gpud_unreachable", severity=Severity.CRITICAL,
+                        message=f"GPUd unreachable ({gpud.state}): {detail}",
+                        action="Check the node, its SSH access and the gpud service")
+    else:
+        reason = Reason(code="no_gpu_data", severity=Severity.WARNING,
+                        message="GPUd answered but reported no GPU data",
+                        action="Check the NVIDIA driver (nvidia-smi) and GPUd's NVML components")
+    return Verdict(score=None, status=HealthStatus.UNKNOWN, reasons=(reason,))
+
+
+def score_snapshot(
+    snapshot: Snapshot,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    *,
+    previous: Snapshot | None = None,
+) -> Verdict:
+    """Score one snapshot. `previous` (the same node's last snapshot) enables growth rules."""
+    if not snapshot.gpus:
+        return _unknown(snapshot)
+    t = thresholds
+    reasons: list[Reason] = []
+    for gpu in snapshot.gpus:
+        reasons.extend(_gpu_reasons(gpu, t))
+    reasons.extend(_nvlink_reasons(snapshot.gpus, previous, t))
+    reasons.extend(_xid_reasons(snapshot, t))
+    reasons.extend(_component_reasons(snapshot, t))
+
+    charged: dict[str, int] = {}
+    for r in reasons:
+        charged[r.code] = max(charged.get(r.code, 0), r.penalty)
+    score = max(0, 100 - sum(charged.values()))
+    if any(r.severity is Severity.CRITICAL for r in reasons):
+        score = min(score, CRITICAL_CAP)
+    reasons.sort(key=lambda r: (-r.severity.rank, -r.penalty,
+                                r.gpu if r.gpu is not None else -1, r.code))
+    return Verdict(score=score, status=status_for_score(score), reasons=tuple(reasons))
