@@ -1,0 +1,62 @@
+"""What every command shares: one place that turns errors into messages and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+
+from flow.config import Config, load_config
+from flow.errors import FlowError
+
+__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "fail", "get_config", "run_cli"]
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+
+
+def get_config(ctx: click.Context | None = None) -> Config:
+    """Load (once per invocation) and return the validated configuration."""
+    ctx = ctx or click.get_current_context()
+    root = ctx.find_root()
+    root.ensure_object(dict)
+    if "config" not in root.obj:
+        root.obj["config"] = load_config(os.environ)
+    config: Config = root.obj["config"]
+    return config
+
+
+def fail(message: str, *, hint: str | None = None, code: int = EXIT_USAGE) -> None:
+    """Print `ERROR:` (and `HINT:`) to stderr and exit with `code`."""
+    click.echo(f"ERROR: {message}", err=True)
+    if hint:
+        click.echo(f"HINT: {hint}", err=True)
+    sys.exit(code)
+
+
+def run_cli(group: click.Command, argv: Sequence[str] | None = None) -> int:
+    """Run a click command, mapping FlowError to ERROR/HINT lines and its exit code."""
+    try:
+        group.main(args=list(argv) if argv is not None else None, prog_name="flow",
+                   standalone_mode=False)
+    except FlowError as exc:
+        click.echo(f"ERROR: {exc.message}", err=True)
+        if exc.hint:
+            click.echo(f"HINT: {exc.hint}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return EXIT_OK
