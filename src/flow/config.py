@@ -59,7 +59,7 @@ DEFAULT_PENALTIES: Mapping[str, int] = {
     "throttle_hw": 25,
     "throttle_sw": 5,
     "ecc_uncorrected": 45,
-    "ecc_corrected": 20,
+    "ecc_corrected": 25,
     "ecc_aggregate_uncorrected": 10,
     "remap_failed": 50,
     "remap_pending": 25,
@@ -69,7 +69,7 @@ DEFAULT_PENALTIES: Mapping[str, int] = {
     "xid_application": 5,
     "xid_info": 0,
     "component_unhealthy": 40,
-    "component_degraded": 15,
+    "component_degraded": 25,
     "component_unreadable": 5,
 }
 
@@ -436,7 +436,9 @@ def load_config(
     env = os.environ if env is None else env
     raw_home = env.get("FLOW_HOME") or str(DEFAULT_HOME)
     home = Path(raw_home).expanduser()
-    sources: dict[str, str] = {"home": "FLOW_HOME" if env.get("FLOW_HOME") else "default"}
+    sources: dict[str, str] = {s.key: "default" for s in _SETTINGS}
+    sources["metrics_auth_token"] = "default"
+    sources["home"] = "env FLOW_HOME" if env.get("FLOW_HOME") else "default"
     path = config_file or home / "config.yaml"
     file_values = _read_yaml(path)
 
