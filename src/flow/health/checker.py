@@ -1,0 +1,197 @@
+"""The fleet sweep: every node through its own SSH tunnel, concurrently, each under a deadline.
+
+```python
+checker = Checker(SSHOptions.from_config(config), SweepOptions(timeout_s=15))
+result = await checker.sweep(targets, progress=lambda done, total: ...)
+```
+At most `concurrency` nodes are checked at once; each node gets `timeout_s` for everything
+(SSH connect, tunnel, GPUd), so the sweep is bounded even when nodes hang. A node that fails
+becomes a snapshot with an `unknown` verdict whose GPUd status names the failure class
+(`ssh_dns`, `ssh_refused`, `ssh_timeout`, `ssh_auth`, `ssh_host_key_changed`, `not_installed`,
+`not_listening`, `timeout`, `bad_response`, ...): one node's failure never stops the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from flow.config import Thresholds
+from flow.errors import SSHError
+from flow.health.gpud import GpudClient
+from flow.health.scoring import score_snapshot
+from flow.health.snapshot import GpudStatus, Snapshot, utcnow
+from flow.ssh import SSHConnection, SSHOptions, SSHParams, SSHPool
+from flow.ssh.connection import ConnectFactory
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_NODE_TIMEOUT_S",
+    "Checker",
+    "NodeTarget",
+    "SweepOptions",
+    "SweepResult",
+    "failure_snapshot",
+]
+
+DEFAULT_CONCURRENCY = 256
+DEFAULT_NODE_TIMEOUT_S = 20.0
+
+#: SSHError.kind -> GpudStatus.state
+_SSH_STATES = {
+    "dns": "ssh_dns",
+    "refused": "ssh_refused",
+    "timeout": "ssh_timeout",
+    "auth": "ssh_auth",
+    "host_key_changed": "ssh_host_key_changed",
+    "host_key_unknown": "ssh_host_key_unknown",
+    "gpud_not_listening": "not_listening",
+    "tunnel": "ssh_tunnel",
+    "closed": "ssh_error",
+    "error": "ssh_error",
+}
+
+_GPUD_PRESENT = "command -v gpud >/dev/null 2>&1 || test -x /usr/local/bin/gpud"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeTarget:
+    """One node to check: who it belongs to, how to reach it, where GPUd listens on it."""
+
+    task_id: str
+    task_name: str
+    node: str
+    ssh: SSHParams
+    instance_type: str | None = None
+    gpud_host: str = "127.0.0.1"
+    gpud_port: int = 15132
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOptions:
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout_s: float = DEFAULT_NODE_TIMEOUT_S
+    request_timeout_s: float = 10.0
+    events_window_s: float = 3600.0
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    snapshots: tuple[Snapshot, ...]
+    started_at: datetime
+    elapsed_s: float
+
+
+def failure_snapshot(target: NodeTarget, state: str, error: str, *, thresholds: Thresholds) -> Snapshot:
+    """An `unknown` snapshot for a node that could not be read, naming why."""
+    snapshot = Snapshot(
+        timestamp=utcnow(), task_id=target.task_id, task_name=target.task_name, node=target.node,
+        instance_type=target.instance_type, gpud=GpudStatus(reachable=False, state=state, error=error),
+    )
+    return snapshot.with_verdict(score_snapshot(snapshot, thresholds))
+
+
+class Checker:
+    """Sweeps nodes. Holds no state between sweeps except what `SSHPool` shares within one."""
+
+    def __init__(
+        self,
+        ssh_options: SSHOptions,
+        options: SweepOptions | None = None,
+        *,
+        connect_factory: ConnectFactory | None = None,
+    ) -> None:
+        self.ssh_options = ssh_options
+        self.options = options or SweepOptions()
+        self._connect_factory = connect_factory
+
+    async def sweep(
+        self,
+        targets: Sequence[NodeTarget],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SweepResult:
+        """Check every target; results keep the order of `targets`."""
+        started_at, start = utcnow(), time.monotonic()
+        semaphore = asyncio.Semaphore(max(1, self.options.concurrency))
+        done = 0
+        total = len(targets)
+        if progress:
+            progress(0, total)
+
+        async with SSHPool(self.ssh_options, connect_factory=self._connect_factory) as pool:
+
+            async def one(target: NodeTarget) -> Snapshot:
+                nonlocal done
+                async with semaphore:
+                    snapshot = await self.check(target, pool)
+                done += 1
+                if progress:
+                    progress(done, total)
+                return snapshot
+
+            snapshots = await asyncio.gather(*(one(t) for t in targets))
+        return SweepResult(tuple(snapshots), started_at, time.monotonic() - start)
+
+    async def check(self, target: NodeTarget, pool: SSHPool) -> Snapshot:
+        """One node, within `timeout_s`; never raises for a node problem."""
+        phase = ["ssh"]
+        deadline = time.monotonic() + self.options.timeout_s
+        try:
+            return await asyncio.wait_for(self._check(target, pool, phase, deadline), self.options.timeout_s)
+        except asyncio.TimeoutError:
+            t = self.options.timeout_s
+            if phase[0] == "ssh":
+                return self._failed(target, "ssh_timeout",
+                                    f"SSH to {target.ssh.label} did not complete within {t:g} s")
+            return self._failed(target, "timeout", f"GPUd did not answer within the {t:g} s deadline")
+
+    async def _check(
+        self, target: NodeTarget, pool: SSHPool, phase: list[str], deadline: float
+    ) -> Snapshot:
+        conn: SSHConnection | None = None
+        try:
+            conn = await pool.connect(target.ssh)
+            phase[0] = "tunnel"
+            tunnel = await conn.tunnel(target.gpud_host, target.gpud_port)
+        except SSHError as exc:
+            if exc.kind == "gpud_not_listening" and conn is not None:
+                return await self._not_listening(target, conn, exc)
+            return self._failed(target, _SSH_STATES.get(exc.kind, "ssh_error"), exc.message)
+        phase[0] = "gpud"
+        # Leave the client a little slack so it reports its own timeout before ours fires.
+        remaining = max(0.5, deadline - time.monotonic() - 0.25)
+        client = GpudClient(
+            tunnel.url("https"),
+            timeout_s=min(self.options.request_timeout_s, remaining),
+            deadline_s=remaining,
+            events_window_s=self.options.events_window_s,
+        )
+        async with client:
+            snapshot = await client.read(task_id=target.task_id, task_name=target.task_name,
+                                         node=target.node, instance_type=target.instance_type)
+        return snapshot.with_verdict(score_snapshot(snapshot, self.options.thresholds))
+
+    async def _not_listening(self, target: NodeTarget, conn: SSHConnection, exc: SSHError) -> Snapshot:
+        # Only on failure: one more round trip tells "not installed" from "installed, not running".
+        where = f"{target.gpud_host}:{target.gpud_port}"
+        try:
+            result = await asyncio.wait_for(conn.run(_GPUD_PRESENT), 5.0)
+            installed: bool | None = result.exit_status == 0
+        except (SSHError, asyncio.TimeoutError):
+            installed = None
+        if installed is False:
+            return self._failed(target, "not_installed",
+                                f"GPUd is not installed on the node (no gpud binary); "
+                                f"run: flow health install {target.task_id}")
+        return self._failed(target, "not_listening",
+                            f"GPUd is not listening on {where} on the node "
+                            f"(check: systemctl status gpud): {exc.message}")
+
+    def _failed(self, target: NodeTarget, state: str, error: str) -> Snapshot:
+        return failure_snapshot(target, state, error, thresholds=self.options.thresholds)
+

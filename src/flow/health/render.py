@@ -1,0 +1,382 @@
+"""Rich views of snapshots: the fleet table, its summary and issues, one task in depth, history.
+
+The only module under `flow.health` that imports rich. Views are small renderables
+(`__rich_console__`) over plain snapshots; the CLI decides where they go. Colour thresholds are
+class constants the CLI may override. "N/A" is shown here, and only here, for a None reading.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.table import Table
+from rich.text import Text
+
+from flow.health.snapshot import (
+    GpuReading,
+    HealthStatus,
+    Reason,
+    Severity,
+    Snapshot,
+    hottest,
+)
+from flow.health.xid import classify_xid
+
+__all__ = [
+    "FleetSummary",
+    "FleetTable",
+    "HistoryView",
+    "IssuesTable",
+    "SummaryView",
+    "TaskDetail",
+    "bytes2human",
+    "changes_between",
+    "fleet_view",
+    "sparkline",
+    "summarise",
+]
+
+NA = "N/A"
+STATUS_STYLE = {
+    HealthStatus.HEALTHY: "green",
+    HealthStatus.DEGRADED: "yellow",
+    HealthStatus.CRITICAL: "bold red",
+    HealthStatus.UNKNOWN: "magenta",
+}
+SEVERITY_STYLE = {Severity.INFO: "dim", Severity.WARNING: "yellow", Severity.CRITICAL: "bold red"}
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def bytes2human(n: int | None) -> str:
+    if n is None:
+        return NA
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f}{unit}" if unit in ("B", "KiB") else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}TiB"
+
+
+def _num(value: float | None, unit: str = "", fmt: str = ".0f") -> str:
+    return NA if value is None else f"{value:{fmt}}{unit}"
+
+
+def _status_text(status: HealthStatus) -> Text:
+    return Text(status.value, style=STATUS_STYLE[status])
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def sparkline(values: Sequence[float | None], width: int = 48) -> str:
+    """Unicode sparkline of `values` resampled to at most `width` buckets; gaps show as spaces."""
+    if not values:
+        return ""
+    buckets: list[float | None] = []
+    step = max(1, -(-len(values) // width))
+    for i in range(0, len(values), step):
+        buckets.append(_mean(values[i:i + step]))
+    known = [b for b in buckets if b is not None]
+    if not known:
+        return " " * len(buckets)
+    low, high = min(known), max(known)
+    span = (high - low) or 1.0
+    return "".join(
+        " " if b is None else _SPARK[min(len(_SPARK) - 1, int((b - low) / span * (len(_SPARK) - 1)))]
+        for b in buckets
+    )
+
+
+def _gpu_is_healthy(snapshot: Snapshot, gpu: GpuReading) -> bool:
+    if snapshot.status is HealthStatus.UNKNOWN:
+        return False
+    reasons = snapshot.verdict.reasons if snapshot.verdict else ()
+    return not any(r.gpu == gpu.index and r.severity is not Severity.INFO for r in reasons)
+
+
+@dataclass(frozen=True)
+class FleetSummary:
+    nodes: int
+    healthy: int
+    degraded: int
+    critical: int
+    unknown: int
+    gpus_total: int
+    gpus_healthy: int
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def summarise(snapshots: Sequence[Snapshot]) -> FleetSummary:
+    counts = Counter(s.status for s in snapshots)
+    gpus_total = sum(len(s.gpus) for s in snapshots)
+    gpus_healthy = sum(1 for s in snapshots for g in s.gpus if _gpu_is_healthy(s, g))
+    return FleetSummary(
+        nodes=len(snapshots),
+        healthy=counts[HealthStatus.HEALTHY],
+        degraded=counts[HealthStatus.DEGRADED],
+        critical=counts[HealthStatus.CRITICAL],
+        unknown=counts[HealthStatus.UNKNOWN],
+        gpus_total=gpus_total,
+        gpus_healthy=gpus_healthy,
+    )
+
+
+def _label(s: Snapshot) -> str:
+    return s.task_name or s.task_id
+
+
+class FleetTable:
+    """One row per node: task, node, GPUs, hottest GPU, utilization, memory, status, main reason."""
+
+    TEMP_WARN_C = 75.0
+    TEMP_CRIT_C = 85.0
+
+    def __init__(self, snapshots: Sequence[Snapshot], *, title: str | None = "GPU fleet health") -> None:
+        self.snapshots = snapshots
+        self.title = title
+
+    def _temp(self, gpu: GpuReading | None) -> Text:
+        if gpu is None or gpu.temp_c is None:
+            return Text(NA, style="dim")
+        style = ("bold red" if gpu.temp_c > self.TEMP_CRIT_C
+                 else "yellow" if gpu.temp_c > self.TEMP_WARN_C else "")
+        return Text(f"{gpu.temp_c:.0f}°C (GPU {gpu.index})", style=style)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = Table(title=self.title, show_lines=False, expand=False)
+        for name, justify in (("Task", "left"), ("Node", "left"), ("GPUs", "right"),
+                              ("Hottest", "right"), ("Util", "right"), ("Memory", "right"),
+                              ("Score", "right"), ("Status", "left"), ("Main reason", "left")):
+            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        for s in self.snapshots:
+            util = _mean(g.util_gpu_pct for g in s.gpus)
+            used = sum(g.mem_used_bytes or 0 for g in s.gpus)
+            total = sum(g.mem_total_bytes or 0 for g in s.gpus)
+            memory = f"{100 * used / total:.0f}%" if total else NA
+            reason = s.verdict.main_reason if s.verdict else None
+            score = s.verdict.score if s.verdict else None
+            table.add_row(
+                _label(s), s.node, str(len(s.gpus)) if s.gpus else "0", self._temp(hottest(s.gpus)),
+                _num(util, "%"), memory, NA if score is None else str(score), _status_text(s.status),
+                Text(reason.message, style=SEVERITY_STYLE[reason.severity]) if reason else Text(""),
+            )
+        yield table
+
+
+class SummaryView:
+    def __init__(self, summary: FleetSummary, *, elapsed_s: float | None = None) -> None:
+        self.summary = summary
+        self.elapsed_s = elapsed_s
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        s = self.summary
+        text = Text()
+        text.append(f"Nodes: {s.nodes}  ")
+        text.append(f"healthy {s.healthy}", style="green")
+        text.append("  ")
+        text.append(f"degraded {s.degraded}", style="yellow")
+        text.append("  ")
+        text.append(f"critical {s.critical}", style="bold red")
+        text.append("  ")
+        text.append(f"unknown {s.unknown}", style="magenta")
+        text.append(f"   GPUs healthy: {s.gpus_healthy}/{s.gpus_total}")
+        if self.elapsed_s is not None:
+            text.append(f"   swept in {self.elapsed_s:.1f}s", style="dim")
+        yield text
+
+
+class IssuesTable:
+    """Every warning or critical reason (and every XID), with its meaning and the action to take."""
+
+    def __init__(self, snapshots: Sequence[Snapshot], *, min_severity: Severity = Severity.WARNING) -> None:
+        self.snapshots = snapshots
+        self.min_severity = min_severity
+
+    def rows(self) -> list[tuple[Snapshot, Reason]]:
+        out: list[tuple[Snapshot, Reason]] = []
+        for s in self.snapshots:
+            for r in s.verdict.reasons if s.verdict else ():
+                if r.severity.rank >= self.min_severity.rank or r.code.startswith("xid_"):
+                    out.append((s, r))
+        return out
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        rows = self.rows()
+        if not rows:
+            yield Text("No issues.", style="green")
+            return
+        table = Table(title="Issues", expand=False)
+        for name in ("Task", "Node", "GPU", "Severity", "Issue", "Suggested action"):
+            table.add_column(name, overflow="fold")
+        for s, r in rows:
+            table.add_row(_label(s), s.node, "" if r.gpu is None else str(r.gpu),
+                          Text(r.severity.value, style=SEVERITY_STYLE[r.severity]), r.message,
+                          r.action or "")
+        yield table
+
+
+class TaskDetail:
+    """One node in depth: identity, per-GPU table, GPUd components, recent events, reasons."""
+
+    def __init__(self, snapshot: Snapshot, *, max_events: int = 15) -> None:
+        self.snapshot = snapshot
+        self.max_events = max_events
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        s = self.snapshot
+        head = Text()
+        head.append(f"{_label(s)} ({s.task_id})  node {s.node}  ", style="bold")
+        head.append_text(_status_text(s.status))
+        score = s.verdict.score if s.verdict else None
+        head.append(f"  score {NA if score is None else score}")
+        g = s.gpud
+        head.append(f"\nGPUd: {'reachable' if g.reachable else 'unreachable'} ({g.state})")
+        if g.version:
+            head.append(f"  version {g.version}")
+        if g.driver_version:
+            head.append(f"  driver {g.driver_version}")
+        if g.error:
+            head.append(f"  error: {g.error}", style="red")
+        yield head
+
+        if s.gpus:
+            gpus = Table(title="GPUs")
+            for name in ("GPU", "Model", "Temp", "HBM", "Slowdown", "Power", "Memory", "Util",
+                         "Clocks", "Throttle", "ECC v/a (corr/uncorr)", "Remap", "NVLink err"):
+                gpus.add_column(name, overflow="fold")
+            for gpu in s.gpus:
+                ecc = (f"{_num(gpu.ecc_volatile_corrected, fmt='d')}/"
+                       f"{_num(gpu.ecc_volatile_uncorrected, fmt='d')} · "
+                       f"{_num(gpu.ecc_aggregate_corrected, fmt='d')}/"
+                       f"{_num(gpu.ecc_aggregate_uncorrected, fmt='d')}")
+                remap = ("FAILED" if gpu.remap_failed else "pending" if gpu.remap_pending
+                         else NA if gpu.remap_failed is None else "ok")
+                power = (f"{_num(gpu.power_w, 'W')}/{_num(gpu.power_limit_w, 'W')}")
+                mem = f"{bytes2human(gpu.mem_used_bytes)}/{bytes2human(gpu.mem_total_bytes)}"
+                clocks = f"{_num(gpu.clock_graphics_mhz)}/{_num(gpu.clock_mem_mhz)} MHz"
+                gpus.add_row(str(gpu.index), gpu.model or NA, _num(gpu.temp_c, "°C"),
+                             _num(gpu.temp_hbm_c, "°C"), _num(gpu.slowdown_temp_c, "°C"), power, mem,
+                             _num(gpu.util_gpu_pct, "%"), clocks, ", ".join(gpu.throttle_reasons) or "-",
+                             ecc, remap, _num(gpu.nvlink_errors, fmt="d"))
+            yield gpus
+
+        if s.components:
+            comps = Table(title="GPUd components")
+            comps.add_column("Component")
+            comps.add_column("Health")
+            comps.add_column("Reason", overflow="fold")
+            for c in sorted(s.components, key=lambda c: (c.health == "Healthy", c.component)):
+                style = {"Healthy": "green", "Degraded": "yellow", "Unhealthy": "bold red"}.get(c.health, "")
+                comps.add_row(c.component, Text(c.health, style=style), c.reason or c.error)
+            yield comps
+
+        if s.events or s.xids:
+            events = Table(title="Recent events")
+            for name in ("Time", "Component", "Type", "Message"):
+                events.add_column(name, overflow="fold")
+            for e in sorted(s.events, key=lambda e: e.time or datetime.min.replace(tzinfo=timezone.utc),
+                            reverse=True)[: self.max_events]:
+                when = e.time.strftime("%Y-%m-%d %H:%M:%S") if e.time else NA
+                events.add_row(when, e.component, e.type, e.message)
+            for x in s.xids:
+                if x.source == "state":
+                    info = classify_xid(x.code)
+                    events.add_row(NA if x.time is None else x.time.strftime("%Y-%m-%d %H:%M:%S"),
+                                   "error_xid (state)", info.xid_class, f"XID {x.code}: {info.name}")
+            yield events
+
+        reasons = s.verdict.reasons if s.verdict else ()
+        if reasons:
+            table = Table(title="Why this score")
+            for name in ("Severity", "Penalty", "GPU", "Reason", "Suggested action"):
+                table.add_column(name, overflow="fold")
+            for r in reasons:
+                table.add_row(Text(r.severity.value, style=SEVERITY_STYLE[r.severity]), str(r.penalty),
+                              "" if r.gpu is None else str(r.gpu), r.message, r.action or "")
+            yield table
+        else:
+            yield Text("No penalties: score 100.", style="green")
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """A task's history: sparklines of score, hottest temperature and mean utilization."""
+
+    snapshots: Sequence[Snapshot]
+    summary: dict[str, object]
+    source: str
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Text(f"History from {self.source}: {len(self.snapshots)} snapshots", style="bold")
+        if not self.snapshots:
+            yield Text("No snapshots in this window.", style="yellow")
+            return
+        first, last = self.snapshots[0].timestamp, self.snapshots[-1].timestamp
+        width = max(10, min(60, options.max_width - 28))
+        scores = [float(s.verdict.score) if s.verdict and s.verdict.score is not None else None
+                  for s in self.snapshots]
+        temps = [(h.temp_c if (h := hottest(s.gpus)) else None) for s in self.snapshots]
+        utils = [_mean(g.util_gpu_pct for g in s.gpus) for s in self.snapshots]
+        table = Table(title=f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M} UTC", show_header=True)
+        for name in ("Series", "Trend", "Min", "Max", "Last"):
+            table.add_column(name)
+        for name, series, unit in (("Score", scores, ""), ("Hottest °C", temps, ""),
+                                   ("Util %", utils, "")):
+            known = [v for v in series if v is not None]
+            table.add_row(name, sparkline(series, width),
+                          _num(min(known) if known else None, unit),
+                          _num(max(known) if known else None, unit),
+                          _num(series[-1], unit))
+        yield table
+        periods = self.summary.get("unhealthy_periods") or []
+        if isinstance(periods, list) and periods:
+            p = Table(title="Unhealthy periods")
+            for name in ("Start", "End", "Duration", "Reasons"):
+                p.add_column(name, overflow="fold")
+            for period in periods:
+                if isinstance(period, dict):
+                    p.add_row(str(period.get("start", "")), str(period.get("end", "")),
+                              f"{float(period.get('duration_s', 0) or 0) / 60:.0f} min",
+                              "; ".join(str(r) for r in period.get("reasons", [])[:3]))
+            yield p
+        else:
+            yield Text("No unhealthy periods.", style="green")
+        figures = {k: v for k, v in self.summary.items() if k in (
+            "snapshot_count", "score_current", "score_avg", "score_min", "score_max",
+            "flapping", "status_counts", "ecc_increase", "xid_count")}
+        if figures:
+            yield Text("  ".join(f"{k}={v}" for k, v in figures.items()), style="dim")
+
+
+def changes_between(before: Sequence[Snapshot], after: Sequence[Snapshot]) -> list[str]:
+    """Lines saying which nodes changed status (or appeared/disappeared) between two sweeps."""
+    old = {(s.task_id, s.node): s for s in before}
+    new = {(s.task_id, s.node): s for s in after}
+    lines: list[str] = []
+    for key, s in new.items():
+        prev = old.get(key)
+        if prev is None:
+            lines.append(f"{_label(s)} {s.node}: new ({s.status.value})")
+        elif prev.status is not s.status:
+            reason = s.verdict.main_reason if s.verdict else None
+            lines.append(f"{_label(s)} {s.node}: {prev.status.value} → {s.status.value}"
+                         + (f" ({reason.message})" if reason else ""))
+    for key, s in old.items():
+        if key not in new:
+            lines.append(f"{_label(s)} {s.node}: gone")
+    return lines
+
+
+def fleet_view(snapshots: Sequence[Snapshot], *, elapsed_s: float | None = None) -> Group:
+    """The whole `flow health --gpu` screen: table, summary, issues."""
+    return Group(FleetTable(snapshots), SummaryView(summarise(snapshots), elapsed_s=elapsed_s),
+                 IssuesTable(snapshots))
