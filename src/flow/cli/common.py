@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import click
+import orjson
 
 from flow.config import Config, load_config
 from flow.errors import FlowError
 
-__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "fail", "get_config", "run_cli"]
+__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "fail", "get_config", "print_json", "run_cli"]
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -27,6 +29,12 @@ def get_config(ctx: click.Context | None = None) -> Config:
         root.obj["config"] = load_config(os.environ)
     config: Config = root.obj["config"]
     return config
+
+
+def print_json(doc: Mapping[str, Any]) -> None:
+    """One indented JSON document on stdout."""
+    sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    sys.stdout.flush()
 
 
 def fail(message: str, *, hint: str | None = None, code: int = EXIT_USAGE) -> None:

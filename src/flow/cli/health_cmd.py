@@ -1,27 +1,219 @@
-"""`flow health`: the fleet views, and the subcommands of the health system."""
+"""`flow health`: the fleet views (`--gpu`, `--task`, `--history`), and the health subcommands."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Sequence
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flow.cli.common import get_config
+from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config, print_json
+from flow.config import FAIL_ON_CHOICES, Config
+from flow.errors import ConfigError
+from flow.fleet.inventory import Inventory
+from flow.fleet.model import Task
+from flow.health.checker import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_NODE_TIMEOUT_S,
+    Checker,
+    SweepOptions,
+    SweepResult,
+    targets_for,
+)
+from flow.health.documents import fleet_document, task_document
+from flow.health.render import TaskDetail, changes_between, fleet_view
+from flow.health.snapshot import HealthStatus, Snapshot
+from flow.ssh import SSHOptions
 
-__all__ = ["health"]
+__all__ = ["fleet_has_problems", "health"]
+
+
+def _console(*, stderr: bool = False) -> Console:
+    # rich already honours NO_COLOR and drops colour and live updates when not on a TTY.
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def fleet_has_problems(snapshots: Sequence[Snapshot], fail_on: str) -> bool:
+    """`issues`: a node is critical or unknown; `warnings`: a node is not healthy; `never`."""
+    if fail_on == "never":
+        return False
+    if fail_on == "issues":
+        bad = {HealthStatus.CRITICAL, HealthStatus.UNKNOWN}
+    else:
+        bad = {HealthStatus.CRITICAL, HealthStatus.UNKNOWN, HealthStatus.DEGRADED}
+    return any(s.status in bad for s in snapshots)
+
+
+def _select_tasks(inventory: Inventory, *, include_all: bool, text: str | None) -> list[Task]:
+    tasks = list(inventory.tasks) if include_all else [t for t in inventory.tasks if t.has_gpu is not False]
+    if text:
+        needle = text.lower()
+
+        def matches(task: Task) -> bool:
+            fields = [task.id, task.name, task.instance_type or "", *task.labels.values(),
+                      *(f"{k}={v}" for k, v in task.labels.items()), *(n.host for n in task.nodes)]
+            return any(needle in f.lower() for f in fields)
+
+        tasks = [t for t in tasks if matches(t)]
+    return tasks
+
+
+def _checker(config: Config, timeout: float, concurrency: int) -> Checker:
+    return Checker(
+        SSHOptions.from_config(config),
+        SweepOptions(concurrency=concurrency, timeout_s=timeout, thresholds=config.thresholds),
+    )
+
+
+def _sweep(checker: Checker, tasks: Sequence[Task], config: Config, *, show_progress: bool) -> SweepResult:
+    targets = targets_for(tasks, config)
+    if not show_progress:
+        return asyncio.run(checker.sweep(targets))
+    err = _console(stderr=True)
+    with Progress(TextColumn("sweeping"), BarColumn(), MofNCompleteColumn(), TextColumn("nodes"),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        job = bar.add_task("sweep", total=len(targets))
+        result = asyncio.run(checker.sweep(
+            targets, progress=lambda done, total: bar.update(job, completed=done, total=total)))
+    return result
+
+
+def _store(config: Config, snapshots: Sequence[Snapshot]) -> None:
+    from flow.health.storage import MetricsStore
+
+    MetricsStore(config.metrics_dir, retention_days=config.health.retention_days,
+                 compress_after_days=config.health.compress_after_days).write_snapshots(snapshots)
 
 
 @click.group("health", invoke_without_command=True)
+@click.option("--gpu", "gpu", is_flag=True, help="Sweep every GPU task in the fleet.")
+@click.option("--all", "include_all", is_flag=True, help="With --gpu: include non-GPU tasks.")
+@click.option("--task", "task_ref", metavar="ID|NAME", help="One task, in depth.")
+@click.option("--history", "history_hours", type=float, metavar="HOURS",
+              help="With --task: the last HOURS of its history.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/json.md).")
+@click.option("--filter", "filter_text", metavar="TEXT",
+              help="Only tasks whose id, name, instance type, label or host contains TEXT.")
+@click.option("--watch", "watch_s", type=float, metavar="SECONDS",
+              help="Re-sweep every SECONDS and show what changed (Ctrl-C stops).")
+@click.option("--fail-on", "fail_on", type=click.Choice(FAIL_ON_CHOICES),
+              help="Exit 1 when the fleet has issues (critical/unknown) or warnings (anything "
+                   "not healthy). Default: health.fail_on (never).")
+@click.option("--timeout", "timeout_s", type=float, default=DEFAULT_NODE_TIMEOUT_S, show_default=True,
+              help="Deadline per node in seconds (SSH, tunnel and GPUd together).")
+@click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
+              help="Nodes checked at once.")
+@click.option("--no-store", is_flag=True, help="Do not keep the snapshots in the local store.")
 @click.pass_context
-def health(ctx: click.Context) -> None:
+def health(
+    ctx: click.Context, gpu: bool, include_all: bool, task_ref: str | None, history_hours: float | None,
+    as_json: bool, filter_text: str | None, watch_s: float | None, fail_on: str | None,
+    timeout_s: float, concurrency: int, no_store: bool,
+) -> None:
     """Health of the GPU fleet.
 
     \b
-    flow health --gpu                 every GPU task in the fleet
-    flow health --gpu --all           include non-GPU tasks
-    flow health --task ID             one task, in depth
-    flow health --task ID --history H the last H hours of its history
-    flow health --gpu --json          machine-readable
-    flow health                       self-check of the local setup
+    flow health --gpu                    every GPU task in the fleet
+    flow health --gpu --all              include non-GPU tasks
+    flow health --task ID                one task, in depth
+    flow health --task ID --history H    the last H hours of its history
+    flow health --gpu --json             machine-readable
+    flow health                          self-check of the local setup
+
+    \b
+    Exit codes: 0 ok; 1 the fleet has what --fail-on names; 2 usage or configuration error.
     """
-    if ctx.invoked_subcommand is None:
-        get_config()
-        click.echo("ok: configuration is valid")
+    if ctx.invoked_subcommand is not None:
+        return
+    if timeout_s <= 0:
+        raise click.BadParameter(f"{timeout_s!r} is not allowed; allowed: seconds > 0",
+                                 param_hint="--timeout")
+    if not 1 <= concurrency <= 10000:
+        raise click.BadParameter(f"{concurrency!r} is not allowed; allowed: 1-10000",
+                                 param_hint="--concurrency")
+    if watch_s is not None and watch_s <= 0:
+        raise click.BadParameter(f"{watch_s!r} is not allowed; allowed: seconds > 0",
+                                 param_hint="--watch")
+    if history_hours is not None and (task_ref is None or history_hours <= 0):
+        raise click.BadParameter("needs --task and a number of hours > 0", param_hint="--history")
+    if gpu and task_ref:
+        raise click.UsageError("--gpu and --task are alternatives; give one")
+    config = get_config(ctx)
+    fail_on = fail_on or config.health.fail_on
+
+    if task_ref is not None:
+        if history_hours is not None:
+            from flow.cli.history_view import show_history
+
+            ctx.exit(show_history(config, task_ref, history_hours, as_json=as_json,
+                                  timeout_s=timeout_s))
+        ctx.exit(_task_view(config, task_ref, as_json=as_json, timeout_s=timeout_s,
+                            store=not no_store, fail_on=fail_on))
+    if gpu or include_all or filter_text or watch_s:
+        ctx.exit(_fleet_view(config, include_all=include_all, filter_text=filter_text, as_json=as_json,
+                             watch_s=watch_s, fail_on=fail_on, timeout_s=timeout_s,
+                             concurrency=concurrency, store=not no_store))
+    from flow.cli.selfcheck import self_check
+
+    ctx.exit(self_check(config))
+
+
+def _fleet_view(
+    config: Config, *, include_all: bool, filter_text: str | None, as_json: bool, watch_s: float | None,
+    fail_on: str, timeout_s: float, concurrency: int, store: bool,
+) -> int:
+    inventory = Inventory.from_config(config)
+    tasks = _select_tasks(inventory, include_all=include_all, text=filter_text)
+    if not tasks:
+        what = "tasks" if include_all else "GPU tasks"
+        raise ConfigError(
+            f"no {what} to check in {inventory.path}"
+            + (f" matching {filter_text!r}" if filter_text else ""),
+            hint="add one with: flow tasks add NAME --host HOST --instance-type h100.8xlarge"
+            + ("" if include_all else " (or use --all for non-GPU tasks)"),
+        )
+    checker = _checker(config, timeout_s, concurrency)
+    out = _console()
+    previous: Sequence[Snapshot] | None = None
+    while True:
+        result = _sweep(checker, tasks, config, show_progress=not as_json)
+        if store:
+            _store(config, result.snapshots)
+        if as_json:
+            print_json(fleet_document(result.snapshots, elapsed_s=result.elapsed_s))
+        else:
+            if watch_s is not None and out.is_terminal:
+                out.clear()
+            out.print(fleet_view(result.snapshots, elapsed_s=result.elapsed_s))
+            if previous is not None:
+                changes = changes_between(previous, result.snapshots)
+                out.print("Changes since the last sweep: " + ("none" if not changes else ""))
+                for line in changes:
+                    out.print(f"  {line}")
+        if watch_s is None:
+            break
+        previous = result.snapshots
+        try:
+            time.sleep(max(0.0, watch_s - result.elapsed_s))
+        except KeyboardInterrupt:
+            return EXIT_OK
+    return EXIT_PROBLEMS if fleet_has_problems(result.snapshots, fail_on) else EXIT_OK
+
+
+def _task_view(config: Config, ref: str, *, as_json: bool, timeout_s: float, store: bool,
+               fail_on: str) -> int:
+    task = Inventory.from_config(config).resolve(ref)
+    checker = _checker(config, timeout_s, DEFAULT_CONCURRENCY)
+    result = _sweep(checker, [task], config, show_progress=not as_json)
+    if store:
+        _store(config, result.snapshots)
+    if as_json:
+        print_json(task_document(task.to_dict(), result.snapshots))
+    else:
+        out = _console()
+        for snapshot in result.snapshots:
+            out.print(TaskDetail(snapshot))
+    return EXIT_PROBLEMS if fleet_has_problems(result.snapshots, fail_on) else EXIT_OK
+

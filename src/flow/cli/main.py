@@ -33,6 +33,38 @@ def cli() -> None:
 cli.add_command(config_group)
 cli.add_command(health)
 # Each part's commands live in their own module under flow/cli/ and are added here.
+from flow.cli import integrations_cmd as _integrations  # noqa: E402
+
+for _command in (_integrations.serve, _integrations.export, _integrations.grafana_dashboard,
+                 _integrations.sinks_cmd):
+    health.add_command(_command)
+from flow.cli.sim_cmd import sim as _sim  # noqa: E402
+
+health.add_command(_sim)
+from flow.cli.storage_cmd import cleanup_cmd, store_stats_cmd  # noqa: E402
+
+health.add_command(cleanup_cmd)
+health.add_command(store_stats_cmd)
+from flow.cli.ssh_cmd import logs as _logs  # noqa: E402
+from flow.cli.ssh_cmd import ssh as _ssh  # noqa: E402
+from flow.cli.tasks_cmd import tasks_group as _tasks_group  # noqa: E402
+
+cli.add_command(_tasks_group)
+cli.add_command(_ssh)
+cli.add_command(_logs)
+from flow.cli.collect_cmd import collect as _collect  # noqa: E402
+
+health.add_command(_collect)
+
+from flow.cli import install_cmd as _install  # noqa: E402
+
+for _command in (_install.startup_script_cmd, _install.install_cmd, _install.uninstall_cmd,
+                 _install.status_cmd):
+    health.add_command(_command)
+
+from flow.cli.demo_cmd import demo as _demo  # noqa: E402
+
+health.add_command(_demo)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,8 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from flow.config import Thresholds
+from flow.config import Config, Thresholds
 from flow.errors import SSHError
+from flow.fleet.access import gpud_address, node_params
+from flow.fleet.model import Task
 from flow.health.gpud import GpudClient
 from flow.health.scoring import score_snapshot
 from flow.health.snapshot import GpudStatus, Snapshot, utcnow
@@ -35,6 +37,7 @@ __all__ = [
     "SweepOptions",
     "SweepResult",
     "failure_snapshot",
+    "targets_for",
 ]
 
 DEFAULT_CONCURRENCY = 256
@@ -68,6 +71,19 @@ class NodeTarget:
     instance_type: str | None = None
     gpud_host: str = "127.0.0.1"
     gpud_port: int = 15132
+
+
+def targets_for(tasks: Sequence[Task], config: Config) -> list[NodeTarget]:
+    """One target per node of each task, GPUd at FLOW_GPUD_BIND and the task's (or the) GPUd port."""
+    targets: list[NodeTarget] = []
+    for task in tasks:
+        host, port = gpud_address(task, config)
+        for node in task.nodes:
+            targets.append(NodeTarget(
+                task_id=task.id, task_name=task.name, node=node.label, ssh=node_params(node),
+                instance_type=task.instance_type, gpud_host=host, gpud_port=port,
+            ))
+    return targets
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,12 +201,9 @@ class Checker:
         except (SSHError, asyncio.TimeoutError):
             installed = None
         if installed is False:
-            return self._failed(target, "not_installed",
-                                f"GPUd is not installed on the node (no gpud binary); "
-                                f"run: flow health install {target.task_id}")
-        return self._failed(target, "not_listening",
-                            f"GPUd is not listening on {where} on the node "
-                            f"(check: systemctl status gpud): {exc.message}")
+            return self._failed(target, "not_installed", "GPUd is not installed on the node (no gpud binary)")
+        prefix = "GPUd is installed but " if installed else ""
+        return self._failed(target, "not_listening", f"{prefix}nothing listens on {where} on the node")
 
     def _failed(self, target: NodeTarget, state: str, error: str) -> Snapshot:
         return failure_snapshot(target, state, error, thresholds=self.options.thresholds)

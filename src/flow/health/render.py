@@ -36,6 +36,7 @@ __all__ = [
     "bytes2human",
     "changes_between",
     "fleet_view",
+    "group_reasons",
     "sparkline",
     "summarise",
 ]
@@ -92,6 +93,38 @@ def sparkline(values: Sequence[float | None], width: int = 48) -> str:
         " " if b is None else _SPARK[min(len(_SPARK) - 1, int((b - low) / span * (len(_SPARK) - 1)))]
         for b in buckets
     )
+
+
+def _gpu_list(gpus: Sequence[int]) -> str:
+    """`0-7`, `0,3,5`: compact GPU index lists."""
+    ordered = sorted(set(gpus))
+    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ",".join(str(g) for g in ordered)
+
+
+def group_reasons(reasons: Sequence[Reason]) -> list[tuple[Reason, list[int]]]:
+    """Per-GPU reasons of one rule folded into one line: (the worst reason, the GPUs it hit).
+
+    Reasons arrive sorted by scoring (worst reading first within a code); XIDs fold per XID code.
+    """
+    groups: dict[tuple[str, float | None], tuple[Reason, list[int]]] = {}
+    out: list[tuple[Reason, list[int]]] = []
+    for r in reasons:
+        if r.gpu is None:
+            out.append((r, []))
+            continue
+        key = (r.code, r.value if r.code.startswith("xid_") else None)
+        if key in groups:
+            groups[key][1].append(r.gpu)
+        else:
+            groups[key] = (r, [r.gpu])
+            out.append(groups[key])
+    return out
+
+
+def _with_more(reason: Reason, gpus: Sequence[int]) -> str:
+    return reason.message + (f" (+{len(gpus) - 1} more GPUs)" if len(gpus) > 1 else "")
 
 
 def _gpu_is_healthy(snapshot: Snapshot, gpu: GpuReading) -> bool:
@@ -162,12 +195,14 @@ class FleetTable:
             used = sum(g.mem_used_bytes or 0 for g in s.gpus)
             total = sum(g.mem_total_bytes or 0 for g in s.gpus)
             memory = f"{100 * used / total:.0f}%" if total else NA
-            reason = s.verdict.main_reason if s.verdict else None
+            grouped = group_reasons(s.verdict.reasons) if s.verdict else []
+            reason, reason_gpus = grouped[0] if grouped else (None, [])
             score = s.verdict.score if s.verdict else None
             table.add_row(
                 _label(s), s.node, str(len(s.gpus)) if s.gpus else "0", self._temp(hottest(s.gpus)),
                 _num(util, "%"), memory, NA if score is None else str(score), _status_text(s.status),
-                Text(reason.message, style=SEVERITY_STYLE[reason.severity]) if reason else Text(""),
+                Text(_with_more(reason, reason_gpus), style=SEVERITY_STYLE[reason.severity])
+                if reason else Text(""),
             )
         yield table
 
@@ -201,12 +236,12 @@ class IssuesTable:
         self.snapshots = snapshots
         self.min_severity = min_severity
 
-    def rows(self) -> list[tuple[Snapshot, Reason]]:
-        out: list[tuple[Snapshot, Reason]] = []
+    def rows(self) -> list[tuple[Snapshot, Reason, list[int]]]:
+        out: list[tuple[Snapshot, Reason, list[int]]] = []
         for s in self.snapshots:
-            for r in s.verdict.reasons if s.verdict else ():
+            for r, gpus in group_reasons(s.verdict.reasons) if s.verdict else ():
                 if r.severity.rank >= self.min_severity.rank or r.code.startswith("xid_"):
-                    out.append((s, r))
+                    out.append((s, r, gpus))
         return out
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -217,9 +252,9 @@ class IssuesTable:
         table = Table(title="Issues", expand=False)
         for name in ("Task", "Node", "GPU", "Severity", "Issue", "Suggested action"):
             table.add_column(name, overflow="fold")
-        for s, r in rows:
-            table.add_row(_label(s), s.node, "" if r.gpu is None else str(r.gpu),
-                          Text(r.severity.value, style=SEVERITY_STYLE[r.severity]), r.message,
+        for s, r, gpus in rows:
+            table.add_row(_label(s), s.node, _gpu_list(gpus),
+                          Text(r.severity.value, style=SEVERITY_STYLE[r.severity]), _with_more(r, gpus),
                           r.action or "")
         yield table
 

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "HW_THROTTLE_REASONS",
     "SW_THROTTLE_REASONS",
+    "UNREACHABLE_ACTIONS",
     "score_snapshot",
     "status_for_score",
 ]
@@ -62,47 +63,48 @@ def status_for_score(score: int) -> HealthStatus:
 def _gpu_reasons(gpu: GpuReading, t: Thresholds) -> Iterable[Reason]:
     i = gpu.index
 
-    def reason(code: str, severity: Severity, message: str, action: str) -> Reason:
+    def reason(code: str, severity: Severity, message: str, action: str, value: float | None = None) -> Reason:
         return Reason(code=code, severity=severity, gpu=i, message=message, action=action,
-                      penalty=t.penalty(code))
+                      penalty=t.penalty(code), value=value)
 
     if gpu.temp_c is not None:
         if gpu.temp_c > t.temp_critical_c:
             yield reason("temp_critical", Severity.CRITICAL,
                          f"GPU {i} at {gpu.temp_c:.0f} °C (critical above {t.temp_critical_c:g} °C)",
-                         "Check cooling and airflow now; drain the node if it stays this hot")
+                         "Check cooling and airflow now; drain the node if it stays this hot", gpu.temp_c)
         elif gpu.temp_c > t.temp_warning_c:
             yield reason("temp_warning", Severity.WARNING,
                          f"GPU {i} at {gpu.temp_c:.0f} °C (warning above {t.temp_warning_c:g} °C)",
-                         "Check fans, airflow and inlet temperature")
+                         "Check fans, airflow and inlet temperature", gpu.temp_c)
         if (gpu.slowdown_temp_c is not None
                 and gpu.temp_c >= gpu.slowdown_temp_c - t.slowdown_margin_c):
             margin = gpu.slowdown_temp_c - gpu.temp_c
             yield reason("thermal_margin", Severity.WARNING,
                          f"GPU {i} at {gpu.temp_c:.0f} °C is {margin:.0f} °C from its slowdown "
                          f"threshold of {gpu.slowdown_temp_c:.0f} °C",
-                         "The GPU will throttle soon: check cooling")
+                         "The GPU will throttle soon: check cooling", gpu.temp_c)
 
     if gpu.util_gpu_pct is not None:
         if gpu.util_gpu_pct < t.util_low_pct:
             yield reason("util_low", Severity.INFO,
                          f"GPU {i} utilization {gpu.util_gpu_pct:.0f}% (below {t.util_low_pct:g}%)",
-                         "GPU is idle: check the job is running, or release the node")
+                         "GPU is idle: check the job is running, or release the node", gpu.util_gpu_pct)
         elif gpu.util_gpu_pct > t.util_high_pct:
             yield reason("util_high", Severity.INFO,
                          f"GPU {i} utilization {gpu.util_gpu_pct:.0f}% (above {t.util_high_pct:g}%)",
-                         "GPU is saturated: expect queueing; no action unless jobs are slow")
+                         "GPU is saturated: expect queueing; no action unless jobs are slow",
+                         gpu.util_gpu_pct)
 
     mem_pct = gpu.mem_used_pct
     if mem_pct is not None:
         if mem_pct > t.mem_critical_pct:
             yield reason("mem_critical", Severity.CRITICAL,
                          f"GPU {i} memory {mem_pct:.0f}% used (critical above {t.mem_critical_pct:g}%)",
-                         "Out-of-memory is imminent: reduce batch size or free GPU memory")
+                         "Out-of-memory is imminent: reduce batch size or free GPU memory", mem_pct)
         elif mem_pct > t.mem_warning_pct:
             yield reason("mem_warning", Severity.WARNING,
                          f"GPU {i} memory {mem_pct:.0f}% used (warning above {t.mem_warning_pct:g}%)",
-                         "Watch GPU memory; the job is near its limit")
+                         "Watch GPU memory; the job is near its limit", mem_pct)
 
     hw = [r for r in gpu.throttle_reasons if r in HW_THROTTLE_REASONS]
     if hw:
@@ -118,7 +120,8 @@ def _gpu_reasons(gpu: GpuReading, t: Thresholds) -> Iterable[Reason]:
     if gpu.ecc_volatile_uncorrected:
         yield reason("ecc_uncorrected", Severity.CRITICAL,
                      f"GPU {i} has {gpu.ecc_volatile_uncorrected} uncorrected ECC errors since boot",
-                     "Drain the node and reset the GPU; RMA if errors return")
+                     "Drain the node and reset the GPU; RMA if errors return",
+                     float(gpu.ecc_volatile_uncorrected))
     elif gpu.ecc_aggregate_uncorrected:
         yield reason("ecc_aggregate_uncorrected", Severity.WARNING,
                      f"GPU {i} has {gpu.ecc_aggregate_uncorrected} uncorrected ECC errors in its "
@@ -127,7 +130,8 @@ def _gpu_reasons(gpu: GpuReading, t: Thresholds) -> Iterable[Reason]:
     if gpu.ecc_volatile_corrected:
         yield reason("ecc_corrected", Severity.WARNING,
                      f"GPU {i} has {gpu.ecc_volatile_corrected} corrected ECC errors since boot",
-                     "Watch the rate; many corrected errors predict uncorrected ones")
+                     "Watch the rate; many corrected errors predict uncorrected ones",
+                     float(gpu.ecc_volatile_corrected))
 
     if gpu.remap_failed:
         yield reason("remap_failed", Severity.CRITICAL,
@@ -155,7 +159,7 @@ def _nvlink_reasons(
         else:
             message = f"GPU {gpu.index} has {now} NVLink errors (replay/recovery/CRC)"
         yield Reason(code="nvlink_errors", severity=Severity.WARNING, gpu=gpu.index,
-                     message=message, penalty=t.penalty("nvlink_errors"),
+                     message=message, penalty=t.penalty("nvlink_errors"), value=float(now),
                      action="Check NVLink cabling/NVSwitch; reboot if the errors keep growing")
 
 
@@ -179,7 +183,7 @@ def _xid_reasons(snapshot: Snapshot, t: Thresholds) -> Iterable[Reason]:
         info = classify_xid(xid.code)
         code, severity = _XID_CODES.get(info.xid_class, _XID_CODES["unknown"])
         where = f"GPU {xid.gpu_index}" if xid.gpu_index is not None else (xid.gpu or "a GPU")
-        yield Reason(code=code, severity=severity, gpu=xid.gpu_index,
+        yield Reason(code=code, severity=severity, gpu=xid.gpu_index, value=float(xid.code),
                      message=f"XID {xid.code} ({info.name}) on {where}",
                      action=info.action, penalty=t.penalty(code),
                      component="accelerator-nvidia-error-xid")
@@ -206,13 +210,32 @@ def _component_reasons(snapshot: Snapshot, t: Thresholds) -> Iterable[Reason]:
                      action="Check the GPUd version; this component's data was skipped")
 
 
+#: What to do about each way of not reaching GPUd (GpudStatus.state).
+UNREACHABLE_ACTIONS: dict[str, str] = {
+    "ssh_dns": "Check the node's host name in tasks.yaml / ~/.ssh/config",
+    "ssh_refused": "Check the node is up and sshd runs on that port",
+    "ssh_timeout": "Check the node is up and reachable (firewall, hung sshd); raise --timeout if slow",
+    "ssh_auth": "Check the user and key (flow tasks add --key) or load the key into ssh-agent",
+    "ssh_host_key_changed": "Verify the node's new host key, then remove the old line from known_hosts",
+    "ssh_host_key_unknown": "Connect once with FLOW_SSH_HOST_KEY_POLICY=accept-new, or add the key",
+    "ssh_tunnel": "Allow TCP forwarding in the node's sshd (AllowTcpForwarding yes)",
+    "not_installed": "Install GPUd: flow health install TASK",
+    "not_listening": "Start GPUd: systemctl restart gpud (see flow logs TASK --source gpud)",
+    "timeout": "GPUd or the node is overloaded: check flow logs TASK --source gpud; raise --timeout",
+    "tls_error": "Something other than GPUd's HTTPS listens on its port: check FLOW_GPUD_PORT",
+    "bad_response": "Something other than GPUd answers on its port: check FLOW_GPUD_PORT",
+    "error_response": "GPUd answered with an error: check flow logs TASK --source gpud",
+}
+
+
 def _unknown(snapshot: Snapshot) -> Verdict:
     gpud = snapshot.gpud
     if not gpud.reachable:
         detail = gpud.error or gpud.state
         reason = Reason(code="gpud_unreachable", severity=Severity.CRITICAL,
                         message=f"GPUd unreachable ({gpud.state}): {detail}",
-                        action="Check the node, its SSH access and the gpud service")
+                        action=UNREACHABLE_ACTIONS.get(
+                            gpud.state, "Check the node, its SSH access and the gpud service"))
     else:
         reason = Reason(code="no_gpu_data", severity=Severity.WARNING,
                         message="GPUd answered but reported no GPU data",
@@ -243,6 +266,8 @@ def score_snapshot(
     score = max(0, 100 - sum(charged.values()))
     if any(r.severity is Severity.CRITICAL for r in reasons):
         score = min(score, CRITICAL_CAP)
-    reasons.sort(key=lambda r: (-r.severity.rank, -r.penalty,
-                                r.gpu if r.gpu is not None else -1, r.code))
+    # Most severe and costly first; within a code, the worst reading first (the hottest GPU).
+    reasons.sort(key=lambda r: (-r.severity.rank, -r.penalty, r.code,
+                                -(r.value if r.value is not None else 0.0),
+                                r.gpu if r.gpu is not None else -1))
     return Verdict(score=score, status=status_for_score(score), reasons=tuple(reasons))

@@ -145,6 +145,7 @@ class Reason:
     action: str | None = None
     component: str | None = None
     penalty: int = 0
+    value: float | None = None  # the reading that fired the rule (°C, %, count), for ranking
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +156,7 @@ class Reason:
             "action": self.action,
             "component": self.component,
             "penalty": self.penalty,
+            "value": self.value,
         }
 
     @classmethod
@@ -171,6 +173,7 @@ class Reason:
             action=_opt_str(d.get("action")),
             component=_opt_str(d.get("component")),
             penalty=_opt_int(d.get("penalty")) or 0,
+            value=_opt_float(d.get("value")),
         )
 
 

@@ -1,0 +1,85 @@
+"""`flow health demo`: the product on a laptop with nothing installed."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.rule import Rule
+
+from flow.cli.common import EXIT_OK, print_json
+from flow.config import load_config
+from flow.health.checker import Checker, SweepOptions, SweepResult, targets_for
+from flow.health.demo import DemoFleet
+from flow.health.documents import fleet_document
+from flow.health.render import TaskDetail, fleet_view
+from flow.health.snapshot import HealthStatus
+from flow.health.storage import MetricsStore
+
+__all__ = ["demo"]
+
+
+@click.command("demo")
+@click.option("--nodes", type=click.IntRange(1, 2000), default=None,
+              help="Simulated nodes (default: one per scenario, 17). Past 17 the rest are healthy.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
+              help="Deadline per node, s (the gpud-slow node answers after 30 s, so it hits this).")
+@click.option("--json", "as_json", is_flag=True, help="Print the sweep as JSON instead of tables.")
+@click.option("--keep", is_flag=True,
+              help="Keep the fleet running after the sweep (until Ctrl-C) to try other commands on it.")
+def demo(nodes: int | None, timeout_s: float, as_json: bool, keep: bool) -> None:
+    """Sweep a simulated fleet that covers every scenario, through real SSH tunnels.
+
+    Starts simulated GPUd nodes (healthy, hot, warm, throttled, ECC, fatal and application
+    XIDs, row remapping pending/failed, NVLink errors, memory pressure, idle, GPUd down/slow/
+    garbage, SSH refused, GPUd not installed), each behind its own SSH server on 127.0.0.1,
+    writes a throw-away inventory under a temporary FLOW_HOME and runs the real `flow health
+    --gpu` sweep. Nothing outside the temporary directory is touched.
+    """
+    home = Path(tempfile.mkdtemp(prefix="flow-demo-"))
+    try:
+        asyncio.run(_run(home, nodes=nodes, timeout_s=timeout_s, as_json=as_json, keep=keep))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def _run(home: Path, *, nodes: int | None, timeout_s: float, as_json: bool, keep: bool) -> int:
+    config = load_config({"FLOW_HOME": str(home)})
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    async with DemoFleet(home, nodes=nodes) as fleet:
+        if not as_json:
+            err.print(f"[dim]Started {len(fleet.nodes)} simulated GPU nodes behind SSH on 127.0.0.1; "
+                      f"FLOW_HOME={home}[/dim]")
+        checker = Checker(fleet.ssh_options, SweepOptions(timeout_s=timeout_s, thresholds=config.thresholds))
+        targets = targets_for(fleet.tasks, config)
+        if as_json:
+            result: SweepResult = await checker.sweep(targets)
+        else:
+            with Progress(TextColumn("sweeping"), BarColumn(), MofNCompleteColumn(), TextColumn("nodes"),
+                          TimeElapsedColumn(), console=err, transient=True) as bar:
+                job = bar.add_task("sweep", total=len(targets))
+                result = await checker.sweep(
+                    targets, progress=lambda done, total: bar.update(job, completed=done, total=total))
+        MetricsStore(config.metrics_dir).write_snapshots(result.snapshots)
+        if as_json:
+            print_json(fleet_document(result.snapshots, elapsed_s=result.elapsed_s))
+        else:
+            out.print(fleet_view(result.snapshots, elapsed_s=result.elapsed_s))
+            worst = next((s for s in result.snapshots if s.status is HealthStatus.CRITICAL), None)
+            if worst is not None:
+                out.print(Rule(f"flow health --task {worst.task_name}"))
+                out.print(TaskDetail(worst))
+        if keep:
+            err.print(f"\nThe demo fleet keeps running. In another shell:\n"
+                      f"  export FLOW_HOME={home} FLOW_SSH_HOST_KEY_POLICY=accept-new\n"
+                      f"  flow health --gpu\nCtrl-C stops it.")
+            await asyncio.Event().wait()
+    return EXIT_OK

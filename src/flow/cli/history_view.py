@@ -1,0 +1,37 @@
+"""`flow health --task ID --history HOURS`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+from rich.console import Console
+
+from flow.cli.common import EXIT_OK, print_json
+from flow.config import Config
+from flow.fleet.inventory import Inventory
+from flow.health.checker import targets_for
+from flow.health.documents import history_document
+from flow.health.history import fetch_task_history, read_window
+from flow.health.render import HistoryView
+from flow.health.storage import MetricsAggregator
+
+__all__ = ["show_history"]
+
+
+def show_history(config: Config, ref: str, hours: float, *, as_json: bool, timeout_s: float) -> int:
+    task = Inventory.from_config(config).resolve(ref)
+    fetch = asyncio.run(fetch_task_history(config, targets_for([task], config), hours, timeout_s=timeout_s))
+    snapshots = read_window(fetch.store, task.id, hours)
+    summary = MetricsAggregator(fetch.store).get_task_summary(task.id, hours=hours).to_dict()
+    source = ("the nodes' collector stores" if fetch.source == "node"
+              else f"the local store ({config.metrics_dir})")
+    if as_json:
+        doc = history_document(task.to_dict(), snapshots, hours=hours, source=fetch.source, summary=summary)
+        doc["notes"] = list(fetch.notes)
+        print_json(doc)
+        return EXIT_OK
+    for note in fetch.notes:
+        click.echo(note, err=True)
+    Console(highlight=False).print(HistoryView(snapshots, summary, source))
+    return EXIT_OK
