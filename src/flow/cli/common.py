@@ -48,8 +48,9 @@ def fail(message: str, *, hint: str | None = None, code: int = EXIT_USAGE) -> No
 def run_cli(group: click.Command, argv: Sequence[str] | None = None) -> int:
     """Run a click command, mapping FlowError to ERROR/HINT lines and its exit code."""
     try:
-        group.main(args=list(argv) if argv is not None else None, prog_name="flow",
-                   standalone_mode=False)
+        # Without standalone mode click returns ctx.exit()'s code instead of exiting.
+        result = group.main(args=list(argv) if argv is not None else None, prog_name="flow",
+                            standalone_mode=False)
     except FlowError as exc:
         click.echo(f"ERROR: {exc.message}", err=True)
         if exc.hint:
@@ -67,4 +68,4 @@ def run_cli(group: click.Command, argv: Sequence[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return EXIT_OK
+    return result if isinstance(result, int) and not isinstance(result, bool) else EXIT_OK
