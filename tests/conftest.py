@@ -22,3 +22,32 @@ def _isolated_flow_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
 @pytest.fixture
 def flow_home(_isolated_flow_home: Path) -> Path:
     return _isolated_flow_home
+
+
+# Real OpenSSH sshd servers (tests/sshd_support.py); any part's end-to-end tests may use them.
+from sshd_support import HangingServer, SshdFactory, SshdServer, sshd_missing_reason, sshd_servers  # noqa: E402
+
+
+@pytest.fixture
+def sshd_factory(tmp_path: Path) -> Iterator[SshdFactory]:
+    """Starts real sshd servers (`.start()`, `.start_many(n)`); all stopped after the test."""
+    reason = sshd_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    yield from sshd_servers(tmp_path / "sshd")
+
+
+@pytest.fixture
+def sshd(sshd_factory: SshdFactory) -> SshdServer:
+    """One real sshd on 127.0.0.1 trusting `sshd.client_key`; `sshd.params()` reaches it."""
+    return sshd_factory.start()
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[HangingServer]:
+    """A TCP server on 127.0.0.1 that accepts and never sends an SSH banner."""
+    server = HangingServer()
+    try:
+        yield server
+    finally:
+        server.close()

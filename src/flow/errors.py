@@ -89,7 +89,7 @@ class SSHError(TransportError):
     """SSH connect, authentication, host-key check or port forwarding failed.
 
     `kind` is one of: dns, refused, timeout, auth, host_key_changed, host_key_unknown,
-    tunnel, closed, error.
+    tunnel, gpud_not_listening (the forwarded remote port is closed), closed, error.
     """
 
     def __init__(
@@ -100,21 +100,37 @@ class SSHError(TransportError):
 
 
 class GPUdError(TransportError):
-    """GPUd answered badly or not at all."""
+    """GPUd answered badly or not at all.
+
+    `kind` is the failure class, as in `GpudStatus.state`: not_listening, tls_error, timeout,
+    bad_response, error_response (or error).
+    """
+
+    default_kind = "error"
 
     def __init__(
-        self, message: str, *, host: str | None = None, url: str | None = None
+        self,
+        message: str,
+        *,
+        host: str | None = None,
+        url: str | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message, host=host)
         self.url = url
+        self.kind = kind or self.default_kind
 
 
 class GPUdTimeout(GPUdError):
     """GPUd did not answer within the deadline."""
 
+    default_kind = "timeout"
+
 
 class GPUdStatusError(GPUdError):
-    """GPUd answered with a non-2xx status."""
+    """GPUd answered with a non-2xx status, or with its JSON error body."""
+
+    default_kind = "error_response"
 
     def __init__(
         self,

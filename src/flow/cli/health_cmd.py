@@ -5,32 +5,50 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config, print_json
+from flow.cli.lazy import LazyGroup
 from flow.config import FAIL_ON_CHOICES, Config
 from flow.errors import ConfigError
-from flow.fleet.inventory import Inventory
-from flow.fleet.model import Task
-from flow.health.checker import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_NODE_TIMEOUT_S,
-    Checker,
-    SweepOptions,
-    SweepResult,
-    targets_for,
-)
-from flow.health.documents import fleet_document, task_document
-from flow.health.render import TaskDetail, changes_between, fleet_view
 from flow.health.snapshot import HealthStatus, Snapshot
-from flow.ssh import SSHOptions
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from flow.fleet.inventory import Inventory
+    from flow.fleet.model import Task
+    from flow.health.checker import Checker, SweepResult
+
+# Kept in step with flow.health.checker (a test checks), so that --help imports no SSH stack.
+DEFAULT_CONCURRENCY = 256
+DEFAULT_NODE_TIMEOUT_S = 20.0
+
+SUBCOMMANDS = {
+    "demo": "flow.cli.demo_cmd:demo",
+    "sim": "flow.cli.sim_cmd:sim",
+    "collect": "flow.cli.collect_cmd:collect",
+    "cleanup": "flow.cli.storage_cmd:cleanup_cmd",
+    "store-stats": "flow.cli.storage_cmd:store_stats_cmd",
+    "serve": "flow.cli.integrations_cmd:serve",
+    "export": "flow.cli.integrations_cmd:export",
+    "grafana-dashboard": "flow.cli.integrations_cmd:grafana_dashboard",
+    "sinks": "flow.cli.integrations_cmd:sinks_cmd",
+    "startup-script": "flow.cli.install_cmd:startup_script_cmd",
+    "install": "flow.cli.install_cmd:install_cmd",
+    "uninstall": "flow.cli.install_cmd:uninstall_cmd",
+    "status": "flow.cli.install_cmd:status_cmd",
+}
+
 
 __all__ = ["fleet_has_problems", "health"]
 
 
 def _console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
     # rich already honours NO_COLOR and drops colour and live updates when not on a TTY.
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
@@ -61,6 +79,9 @@ def _select_tasks(inventory: Inventory, *, include_all: bool, text: str | None) 
 
 
 def _checker(config: Config, timeout: float, concurrency: int) -> Checker:
+    from flow.health.checker import Checker, SweepOptions
+    from flow.ssh import SSHOptions
+
     return Checker(
         SSHOptions.from_config(config),
         SweepOptions(concurrency=concurrency, timeout_s=timeout, thresholds=config.thresholds),
@@ -68,6 +89,10 @@ def _checker(config: Config, timeout: float, concurrency: int) -> Checker:
 
 
 def _sweep(checker: Checker, tasks: Sequence[Task], config: Config, *, show_progress: bool) -> SweepResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flow.health.checker import targets_for
+
     targets = targets_for(tasks, config)
     if not show_progress:
         return asyncio.run(checker.sweep(targets))
@@ -87,7 +112,7 @@ def _store(config: Config, snapshots: Sequence[Snapshot]) -> None:
                  compress_after_days=config.health.compress_after_days).write_snapshots(snapshots)
 
 
-@click.group("health", invoke_without_command=True)
+@click.group("health", cls=LazyGroup, lazy_subcommands=SUBCOMMANDS, invoke_without_command=True)
 @click.option("--gpu", "gpu", is_flag=True, help="Sweep every GPU task in the fleet.")
 @click.option("--all", "include_all", is_flag=True, help="With --gpu: include non-GPU tasks.")
 @click.option("--task", "task_ref", metavar="ID|NAME", help="One task, in depth.")
@@ -164,6 +189,10 @@ def _fleet_view(
     config: Config, *, include_all: bool, filter_text: str | None, as_json: bool, watch_s: float | None,
     fail_on: str, timeout_s: float, concurrency: int, store: bool,
 ) -> int:
+    from flow.fleet.inventory import Inventory
+    from flow.health.documents import fleet_document
+    from flow.health.render import changes_between, fleet_view
+
     inventory = Inventory.from_config(config)
     tasks = _select_tasks(inventory, include_all=include_all, text=filter_text)
     if not tasks:
@@ -204,6 +233,10 @@ def _fleet_view(
 
 def _task_view(config: Config, ref: str, *, as_json: bool, timeout_s: float, store: bool,
                fail_on: str) -> int:
+    from flow.fleet.inventory import Inventory
+    from flow.health.documents import task_document
+    from flow.health.render import TaskDetail
+
     task = Inventory.from_config(config).resolve(ref)
     checker = _checker(config, timeout_s, DEFAULT_CONCURRENCY)
     result = _sweep(checker, [task], config, show_progress=not as_json)

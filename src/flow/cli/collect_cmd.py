@@ -1,0 +1,157 @@
+"""`flow health collect`: the per-node collector daemon (also `flow-metrics-streamer`).
+
+Runs in the foreground for systemd: logs go to stderr, one line per event
+(`2025-01-01T00:00:00.000Z INFO collector message`), never in colour, never with the token.
+SIGTERM or SIGINT: the in-flight batch is finished or abandoned within a few seconds, the
+cursor is saved, and the exit status is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+import orjson
+
+from flow.cli.common import get_config, run_cli
+from flow.health.collector import Collector, CollectorSettings
+
+__all__ = ["LogFormatter", "collect", "run_standalone", "setup_logging"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class LogFormatter(logging.Formatter):
+    """`ts level component message` on one line; a traceback is folded onto the same line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, timezone.utc)
+        stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+        component = record.name.removeprefix("flow.")
+        message = record.getMessage()
+        if record.exc_info:
+            trace = self.formatException(record.exc_info)
+            lines = (line.strip() for line in trace.splitlines() if line.strip())
+            message = f"{message} | " + " | ".join(lines)
+        message = " ".join(message.splitlines())
+        return f"{stamp} {record.levelname} {component} {message}"
+
+
+def setup_logging(level: str) -> None:
+    """Send flow's logs to stderr at `level`; quiet the HTTP libraries' per-request lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter())
+    root = logging.getLogger("flow")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise click.BadParameter(f"{value!r} is not allowed; allowed: a number of seconds > 0")
+    return value
+
+
+@click.command("collect")
+@click.option("--once", is_flag=True, help="Take one sample, print it as JSON on stdout and exit.")
+@click.option("--task-id", envvar="FLOW_TASK_ID",
+              help="Task id of this node [env FLOW_TASK_ID; default: the hostname].")
+@click.option("--task-name", envvar="FLOW_TASK_NAME", help="Task name [env FLOW_TASK_NAME].")
+@click.option("--instance-type", envvar="FLOW_INSTANCE_TYPE", help="Instance type [env FLOW_INSTANCE_TYPE].")
+@click.option("--interval", type=float, callback=_positive, metavar="SECONDS",
+              help="Seconds between samples [default: FLOW_METRICS_INTERVAL, 60].")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
+              help="Least severe log lines written to stderr.")
+@click.option("--prometheus-listen", metavar="HOST:PORT",
+              help="Also serve this node's latest snapshot at http://HOST:PORT/metrics.")
+@click.option("--backoff-min", type=float, callback=_positive, envvar="FLOW_METRICS_BACKOFF_MIN",
+              metavar="SECONDS",
+              help="First retry ceiling after a failed send [env FLOW_METRICS_BACKOFF_MIN; 1].")
+@click.option("--backoff-max", type=float, callback=_positive, envvar="FLOW_METRICS_BACKOFF_MAX",
+              metavar="SECONDS",
+              help="Longest wait between sends [env FLOW_METRICS_BACKOFF_MAX; 300].")
+@click.option("--send-timeout", type=float, callback=_positive, envvar="FLOW_METRICS_SEND_TIMEOUT",
+              metavar="SECONDS",
+              help="Limit for one POST to the endpoint [env FLOW_METRICS_SEND_TIMEOUT; 10].")
+@click.option("--no-nvml", is_flag=True, help="Never read GPUs through NVML when GPUd is unreachable.")
+@click.option("--no-store", is_flag=True, help="With --once: print the sample without storing it.")
+def collect(
+    once: bool, task_id: str | None, task_name: str | None, instance_type: str | None,
+    interval: float | None, log_level: str, prometheus_listen: str | None, backoff_min: float | None,
+    backoff_max: float | None, send_timeout: float | None, no_nvml: bool, no_store: bool,
+) -> None:
+    """Collect this node's health every interval: GPUd (or NVML), host metrics, scored,
+    stored under FLOW_METRICS_DIR and streamed to FLOW_METRICS_ENDPOINT when it is set.
+
+    \b
+    Runs in the foreground (systemd); stop it with SIGTERM (exit 0).
+    Nothing collected is lost while the endpoint is down: the store is the
+    backlog and a cursor records what the endpoint acknowledged.
+    Exit codes: 0 ok; 1 it could not run (another collector holds the store);
+    2 usage or configuration error.
+    """
+    setup_logging(log_level)
+    config = get_config()
+    settings = CollectorSettings.from_config(
+        config, task_id=task_id, task_name=task_name, instance_type=instance_type,
+        interval_s=interval, backoff_min_s=backoff_min, backoff_max_s=backoff_max,
+        send_timeout_s=send_timeout, use_nvml=False if no_nvml else None,
+    )
+    if settings.backoff_min_s > settings.backoff_max_s:
+        raise click.BadParameter(f"--backoff-min={settings.backoff_min_s:g} is above "
+                                 f"--backoff-max={settings.backoff_max_s:g}; allowed: min <= max")
+    listen = None
+    if prometheus_listen is not None:
+        from flow.health.sinks.prometheus import parse_listen
+
+        listen = parse_listen(prometheus_listen, name="--prometheus-listen")
+    if once:
+        snapshot = asyncio.run(_once(settings, store=not no_store))
+        click.echo(orjson.dumps(snapshot.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        return
+    asyncio.run(_daemon(settings, listen))
+
+
+async def _once(settings: CollectorSettings, *, store: bool) -> Any:
+    collector = Collector(settings)
+    try:
+        return await collector.sample_once(store=store)
+    finally:
+        await collector.aclose()
+
+
+async def _daemon(settings: CollectorSettings, listen: tuple[str, int] | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    collector = Collector(settings)
+    server = None
+    try:
+        if listen is not None:
+            from flow.health.sinks.prometheus import serve_prometheus
+
+            server = await serve_prometheus(collector.latest_snapshots, host=listen[0], port=listen[1])
+            logging.getLogger("flow.collector").info("serving Prometheus metrics at %s", server.url)
+        await collector.run(stop)
+    finally:
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.aclose()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run_standalone(argv: Sequence[str] | None = None) -> int:
+    """`flow-metrics-streamer` and `python -m flow.health.collector`: `collect` as the whole command."""
+    return run_cli(collect, argv)

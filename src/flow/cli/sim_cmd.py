@@ -1,0 +1,102 @@
+"""`flow health sim`: serve simulated GPUd nodes in the foreground until Ctrl-C / SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import click
+
+from flow.health.sim import (
+    DEFAULT_GPU_COUNT,
+    DEFAULT_GPU_MODEL,
+    DEFAULT_GPUD_VERSION,
+    DEFAULT_SLOW_DELAY_S,
+    GPU_MODELS,
+    MIXED,
+    SCENARIOS,
+    SimFleet,
+    resolve_model,
+)
+from flow.health.sim.api import parse_version
+
+__all__ = ["sim"]
+
+
+def _check_version(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        parse_version(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a GPUd version; use the form v0.5.1 or v0.4.4") from None
+    return value
+
+
+def _check_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return resolve_model(value).key
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a known GPU model; choose one of: "
+                                 f"{', '.join(GPU_MODELS)}") from None
+
+
+@click.command("sim")
+@click.option("--nodes", type=click.IntRange(1, 5000), default=1, show_default=True,
+              help="How many simulated nodes to serve.")
+@click.option("--base-port", type=click.IntRange(0, 65535), default=15132, show_default=True,
+              help="Port of the first node; the others follow consecutively. 0: any free ports.")
+@click.option("--scenario", type=click.Choice([*SCENARIOS, MIXED]), default="healthy", show_default=True,
+              help="What every node plays; 'mixed' spreads the scenarios over the fleet.")
+@click.option("--gpud-version", default=DEFAULT_GPUD_VERSION, show_default=True, callback=_check_version,
+              help="GPUd version to imitate; before v0.5.0 the v0.4 API shapes are served.")
+@click.option("--gpus", type=click.IntRange(1, 8), default=DEFAULT_GPU_COUNT, show_default=True,
+              help="GPUs per node (1-8).")
+@click.option("--model", "gpu_model", default=DEFAULT_GPU_MODEL, show_default=True, callback=_check_model,
+              help=f"GPU model: {', '.join(GPU_MODELS)}.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for the simulated values (same seed, same readings).")
+@click.option("--slow-delay", "slow_delay_s", type=click.FloatRange(0, None), default=DEFAULT_SLOW_DELAY_S,
+              show_default=True, help="Seconds a gpud-slow node waits before answering.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def sim(nodes: int, base_port: int, scenario: str, gpud_version: str, gpus: int, gpu_model: str,
+        seed: int, slow_delay_s: float, host: str) -> None:
+    """Serve simulated GPUd nodes (HTTPS, self-signed) until Ctrl-C or SIGTERM.
+
+    Prints one line per node: its URL, scenario and GPU model. Point flow (or curl -k) at them.
+
+    \b
+    Examples:
+      flow health sim --nodes 20 --scenario mixed
+      flow health sim --scenario xid-fatal --base-port 15132
+      curl -sk https://127.0.0.1:15132/v1/states | python -m json.tool
+    """
+    if base_port and base_port + nodes - 1 > 65535:
+        raise click.BadParameter(
+            f"{base_port} + {nodes} nodes runs past port 65535", param_hint="'--base-port'")
+    if scenario == "nvlink-errors" and not GPU_MODELS[gpu_model].nvlink_links:
+        raise click.BadParameter(f"scenario 'nvlink-errors' needs NVLink; {gpu_model} has none",
+                                 param_hint="'--scenario'")
+    if scenario.startswith("row-remap") and not GPU_MODELS[gpu_model].row_remapping:
+        raise click.BadParameter(f"scenario {scenario!r} needs row remapping; {gpu_model} has none",
+                                 param_hint="'--scenario'")
+    fleet = SimFleet(nodes, base_port=base_port, scenario=scenario, gpud_version=gpud_version,
+                     gpu_model=gpu_model, gpu_count=gpus, seed=seed, slow_delay_s=slow_delay_s, host=host)
+    try:
+        asyncio.run(_serve(fleet))
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _serve(fleet: SimFleet) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with fleet:
+        for node in fleet.nodes:
+            click.echo(f"{node.url}  {node.scenario:<17}  {node.gpu_model} x{node.gpu_count}  "
+                       f"gpud {node.gpud_version}")
+        click.echo(f"serving {len(fleet.nodes)} simulated GPUd node(s); Ctrl-C to stop", err=True)
+        await stop.wait()
+    click.echo("stopped", err=True)

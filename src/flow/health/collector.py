@@ -1,0 +1,443 @@
+"""The per-node collector daemon: sample every interval, store, stream, never stop on one failure.
+
+```
+  sampler task                          sender task (when an endpoint is set)
+  every interval (drift-free):          read the store after the cursor, one batch at a time
+    GPUd → snapshot (NVML fallback)       POST → 2xx: move + save the cursor
+    + host metrics (psutil)               failure: keep the data, back off, retry
+    score → MetricsStore → wake sender    SIGTERM: drain or abandon, exit
+```
+Sampling and sending are independent asyncio tasks: an endpoint outage of any length costs
+neither samples nor memory (the backlog is read from disk, batch by batch), and a slow GPUd
+costs no delivery. The schedule is nvitop's: a monotonic clock, the deadline advanced by the
+interval, never a negative sleep, and ticks that were missed are skipped, not burst.
+
+Entry points: `flow health collect` (flow.cli.collect_cmd), `python -m flow.health.collector`
+and the console script `flow-metrics-streamer` (both `main()`, which hands over to the CLI
+module: this module never prints and never exits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flow.config import Config, Thresholds
+from flow.errors import ConfigError, FlowError, StorageError
+from flow.health.host import HostSampler
+from flow.health.nvml import NvmlReader
+from flow.health.sampling import GpudReader, Sampler
+from flow.health.snapshot import Snapshot, utcnow
+from flow.health.streaming.backoff import DEFAULT_BACKOFF_MAX_S, DEFAULT_BACKOFF_MIN_S, Backoff
+from flow.health.streaming.cursor import CursorFile
+from flow.health.streaming.endpoint import DEFAULT_SEND_TIMEOUT_S, EndpointSink, TokenSource
+from flow.health.streaming.sender import DEFAULT_SHUTDOWN_GRACE_S, Streamer
+
+__all__ = [
+    "CLEANUP_EVERY",
+    "Collector",
+    "CollectorSettings",
+    "collect_once",
+    "default_cursor_path",
+    "main",
+    "next_deadline",
+]
+
+log = logging.getLogger("flow.collector")
+
+#: How often the collector runs the store's retention (compress, delete), with its cursor protected.
+CLEANUP_EVERY = timedelta(hours=1)
+_STATE_DIR = ".collector"
+
+
+def default_cursor_path(metrics_dir: Path) -> Path:
+    """`<metrics_dir>/.collector/stream-cursor.json`: beside the data it points into.
+
+    The store ignores dot-directories at its top level, so this never reads as a task.
+    """
+    return metrics_dir / _STATE_DIR / "stream-cursor.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CollectorSettings:
+    """Everything the daemon needs, resolved from the Config plus the command line."""
+
+    task_id: str
+    task_name: str = ""
+    instance_type: str | None = None
+    node: str = field(default_factory=socket.gethostname)
+    interval_s: float = 60.0
+    gpud_url: str | None = "https://127.0.0.1:15132"
+    gpud_timeout_s: float = 5.0
+    use_nvml: bool = True
+    metrics_dir: Path
+    retention_days: int = 7
+    compress_after_days: int = 1
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    endpoint: str | None = None
+    batch_size: int = 100
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
+    gzip: bool = True
+    send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S
+    backoff_min_s: float = DEFAULT_BACKOFF_MIN_S
+    backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
+    shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S
+    cursor_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.task_id:
+            raise ConfigError("task id is empty; allowed: --task-id or FLOW_TASK_ID "
+                              "(defaults to the hostname)")
+        if not 0 < self.interval_s <= 86400:
+            raise ConfigError(f"interval={self.interval_s!r} is not allowed; allowed: 0 < seconds <= 86400")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size={self.batch_size!r} is not allowed; allowed: an integer >= 1")
+        Backoff(min_s=self.backoff_min_s, max_s=self.backoff_max_s)  # validates
+
+    @property
+    def cursor_file(self) -> Path:
+        return self.cursor_path or default_cursor_path(self.metrics_dir)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        task_id: str | None = None,
+        task_name: str | None = None,
+        instance_type: str | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> CollectorSettings:
+        """Identity from the arguments, else FLOW_TASK_ID / FLOW_TASK_NAME / FLOW_INSTANCE_TYPE;
+        a node with no task id is named by its hostname."""
+        env = os.environ if env is None else env
+        h = config.health
+        node = socket.gethostname()
+        bind = h.gpud_bind if ":" not in h.gpud_bind else f"[{h.gpud_bind}]"
+        values: dict[str, Any] = {
+            "task_id": task_id or env.get("FLOW_TASK_ID") or node,
+            "task_name": task_name or env.get("FLOW_TASK_NAME") or "",
+            "instance_type": instance_type or env.get("FLOW_INSTANCE_TYPE") or None,
+            "node": node,
+            "interval_s": h.metrics_interval,
+            "gpud_url": f"https://{bind}:{h.gpud_port}",
+            "metrics_dir": config.metrics_dir,
+            "retention_days": h.retention_days,
+            "compress_after_days": h.compress_after_days,
+            "thresholds": config.thresholds,
+            "endpoint": h.metrics_endpoint,
+            "batch_size": h.metrics_batch_size,
+            # A token from the environment is fixed; one from a file is re-read before each send.
+            "token": (h.metrics_auth_token
+                      if config.sources.get("metrics_auth_token", "").startswith("env") else None),
+            "token_file": h.metrics_auth_token_file,
+            "gzip": h.metrics_gzip,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def next_deadline(deadline: float, now: float, interval: float) -> tuple[float, int]:
+    """The next tick after `now` on the grid `deadline + k * interval`, and the ticks skipped.
+
+    Drift-free: the grid is fixed by the first deadline, not by when each cycle ended; a cycle
+    that overran skips the ticks it covered instead of running them back to back.
+    """
+    deadline += interval
+    if now <= deadline:
+        return deadline, 0
+    missed = int((now - deadline) // interval) + 1
+    return deadline + missed * interval, missed
+
+
+class _DaemonLock:
+    """An flock beside the cursor: one collector per store (kill -9 releases it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise FlowError(f"another collector (pid {holder}) is running on this store ({self.path})",
+                            hint="stop it first, or give this one its own FLOW_METRICS_DIR") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Collector:
+    """The daemon. `await run(stop)` until `stop` is set; `await sample_once()` for one sample.
+
+    The parts are injectable for tests and benchmarks (`gpud`, `host`, `nvml`, `store`); by
+    default they are built from `settings`.
+    """
+
+    def __init__(
+        self,
+        settings: CollectorSettings,
+        *,
+        gpud: GpudReader | None = None,
+        host: HostSampler | None = None,
+        nvml: NvmlReader | None = None,
+        store: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._gpud = gpud if gpud is not None else self._make_gpud()
+        self._store = store if store is not None else self._make_store()
+        self._nvml = nvml if nvml is not None else (NvmlReader() if settings.use_nvml else None)
+        self.sampler = Sampler(
+            settings, gpud=self._gpud, host=host or HostSampler(), nvml=self._nvml,
+            thresholds=settings.thresholds, boot_id=_boot_id() if self._gpud is not None else None,
+        )
+        self.streamer: Streamer | None = None
+        self.cycles = 0
+        self.skipped_ticks = 0
+        self._wake = asyncio.Event()
+        self._writing: asyncio.Future[None] | None = None
+        self._next_cleanup: float | None = None
+
+    def _make_gpud(self) -> GpudReader | None:
+        if not self.settings.gpud_url:
+            return None
+        from flow.health.gpud.client import GpudClient  # httpx only when GPUd is used
+
+        deadline = min(10.0, max(1.0, self.settings.interval_s))
+        # GPUd samples its metrics once a minute: two minutes always hold the newest sample,
+        # and asking for less than the client's default window halves the parsing per cycle.
+        return GpudClient(self.settings.gpud_url, timeout_s=min(self.settings.gpud_timeout_s, deadline),
+                          deadline_s=deadline, metrics_since_s=120.0)
+
+    def _make_store(self) -> Any:
+        from flow.health.storage.store import MetricsStore
+
+        # Retention runs here, with the cursor protected, not on the store's own schedule.
+        return MetricsStore(self.settings.metrics_dir, self.settings.retention_days,
+                            self.settings.compress_after_days, auto_cleanup=False)
+
+    @property
+    def store(self) -> Any:
+        return self._store
+
+    @property
+    def latest(self) -> Snapshot | None:
+        return self.sampler.latest
+
+    def latest_snapshots(self) -> Sequence[Snapshot]:
+        """For the Prometheus endpoint: this node's newest snapshot (none before the first)."""
+        latest = self.sampler.latest
+        return (latest,) if latest is not None else ()
+
+    async def sample_once(self, *, store: bool = True) -> Snapshot:
+        """Take one scored sample; write it to the store unless `store` is False.
+
+        A store that cannot be written is logged (the sample is still returned): a full disk
+        must not stop the node's health from being read.
+        """
+        snap = await self.sampler.sample()
+        self.cycles += 1
+        if store:
+            # Shielded: a shutdown that cancels the sampler still lets this write finish, and
+            # waits for it (`_writing`) before the sender's last read.
+            self._writing = asyncio.ensure_future(asyncio.to_thread(self._store.write_snapshot, snap))
+            try:
+                await asyncio.shield(self._writing)
+            except StorageError as exc:
+                log.error("sample not stored: %s", exc)
+            else:
+                self._wake.set()
+        return snap
+
+    def _make_streamer(self) -> Streamer | None:
+        s = self.settings
+        if not s.endpoint:
+            return None
+        from flow.health.streaming.store_source import StoreBacklog
+
+        tokens = TokenSource(token=s.token, path=s.token_file if s.token is None else None)
+        sink = EndpointSink(s.endpoint, tokens=tokens, gzip=s.gzip, timeout_s=s.send_timeout_s)
+        backlog = StoreBacklog(self._store, s.task_id)
+        streamer = Streamer(
+            source=backlog, sink=sink, cursor=CursorFile(s.cursor_file), batch_size=s.batch_size,
+            poll_s=s.interval_s, backoff=Backoff(min_s=s.backoff_min_s, max_s=s.backoff_max_s),
+            shutdown_grace_s=s.shutdown_grace_s,
+        )
+        state = CursorFile(s.cursor_file).load()
+        if state is not None and not backlog.is_ours(state.position):
+            log.warning("stream cursor %s belongs to another task; starting it afresh for %s",
+                        s.cursor_file, s.task_id)
+            with contextlib.suppress(OSError):
+                s.cursor_file.unlink()
+        return streamer
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Collect (and stream) until `stop` is set; returns after a clean shutdown.
+
+        Raises:
+            FlowError: another collector holds this store, or the cursor cannot be written.
+        """
+        s = self.settings
+        lock = _DaemonLock(s.cursor_file.parent / "collector.lock")
+        lock.acquire()
+        try:
+            self.streamer = self._make_streamer()
+            if self.streamer is not None:
+                await asyncio.to_thread(self.streamer.resume)
+            log.info("collecting every %g s for task %s on %s into %s%s", s.interval_s, s.task_id, s.node,
+                     s.metrics_dir, f", streaming to {self.streamer.destination}"
+                     if self.streamer is not None else "")
+            # The sender stops after the sampler, so that its last read sees the last sample.
+            sender_stop = asyncio.Event()
+            tasks = [asyncio.create_task(self._sample_loop(stop), name="flow-sampler")]
+            if self.streamer is not None:
+                tasks.append(asyncio.create_task(self.streamer.run(sender_stop, self._wake),
+                                                 name="flow-sender"))
+            try:
+                # Returns when the sampler ends (on stop) or either task fails.
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = task.exception()
+                    if error is not None:
+                        raise error
+            finally:
+                stop.set()
+                # A sample in flight is dropped (a store write already under way completes in
+                # its thread); the sender finishes or abandons its batch within its grace period.
+                sampler, *sender = tasks
+                sampler.cancel()
+                if self._writing is not None:
+                    await asyncio.wait({self._writing}, timeout=s.shutdown_grace_s)
+                sender_stop.set()
+                for task in sender:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(task), s.shutdown_grace_s + 2.0)
+                for task in tasks:
+                    if not task.done():
+                        task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+        finally:
+            await self.aclose()
+            lock.release()
+        delivered = self.streamer.stats.delivered if self.streamer else 0
+        log.info("stopped after %d cycles%s", self.cycles,
+                 f"; {delivered} records delivered this run" if self.streamer else "")
+
+    async def _sample_loop(self, stop: asyncio.Event) -> None:
+        interval = self.settings.interval_s
+        deadline = self._clock()
+        streak = 0
+        while not stop.is_set():
+            try:
+                await self.sample_once()
+            except Exception as exc:
+                # One bad cycle (a bug in an adapter, a psutil surprise) must not end the daemon.
+                log.exception("collection cycle failed: %s", exc)
+            await self._maybe_cleanup()
+            deadline, missed = next_deadline(deadline, self._clock(), interval)
+            if missed:
+                self.skipped_ticks += missed
+                streak += missed
+                if streak == missed:  # the first overrun of a streak; the rest go to debug
+                    log.warning("collection cycle overran the %g s interval; skipping missed ticks",
+                                interval)
+                log.debug("skipped %d tick(s)", missed)
+            elif streak:
+                log.info("back on schedule after skipping %d tick(s)", streak)
+                streak = 0
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, deadline - self._clock()))
+
+    async def _maybe_cleanup(self) -> None:
+        now = self._clock()
+        if self._next_cleanup is not None and now < self._next_cleanup:
+            return
+        self._next_cleanup = now + CLEANUP_EVERY.total_seconds()
+        try:
+            await asyncio.to_thread(self._cleanup)
+        except Exception as exc:  # housekeeping never costs a sample
+            log.warning("retention cleanup failed: %s", exc)
+
+    def _cleanup(self) -> None:
+        from flow.health.storage.stream import StreamPosition
+
+        protect = None
+        state = self.streamer.state if self.streamer is not None else None
+        if state is not None and isinstance(state.position, dict):
+            try:
+                protect = StreamPosition.from_dict(state.position).protects
+            except ValueError:
+                protect = None
+        result = self._store.cleanup(utcnow(), protect=protect)
+        if result.kept:
+            log.warning("retention kept %d file(s) past %d days because they are not yet delivered to %s: %s",
+                        len(result.kept), self.settings.retention_days,
+                        self.streamer.destination if self.streamer else "the endpoint",
+                        ", ".join(str(p) for p in result.kept[:5]))
+        if result.deleted:
+            log.info("retention deleted %d file(s) older than %d days", len(result.deleted),
+                     self.settings.retention_days)
+        for error in result.errors:
+            log.warning("retention: %s", error)
+
+    async def aclose(self) -> None:
+        if self._gpud is not None:
+            with contextlib.suppress(Exception):
+                await self._gpud.aclose()
+        if self.streamer is not None:
+            with contextlib.suppress(Exception):
+                await self.streamer.aclose()
+        if self._nvml is not None:
+            self._nvml.close()
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
+
+
+async def collect_once(settings: CollectorSettings, *, store: bool = True, **parts: Any) -> Snapshot:
+    """One scored sample of this node (the `--once` path)."""
+    collector = Collector(settings, **parts)
+    try:
+        return await collector.sample_once(store=store)
+    finally:
+        await collector.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`flow-metrics-streamer` / `python -m flow.health.collector`: the daemon's own command line."""
+    from flow.cli.collect_cmd import run_standalone
+
+    return run_standalone(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,355 @@
+"""The GPUd HTTP client: one node, its requests in flight together, one deadline.
+
+`GpudClient.read()` never raises for anything GPUd or the network does: a node that cannot be
+read gives a Snapshot whose `gpud` status says why (not_listening, tls_error, timeout,
+bad_response, error_response). httpx errors are mapped to the `GPUdError` tree in one place,
+`get_json()`, which is public for callers that want one endpoint and an exception.
+
+GPUd serves HTTPS only, with a self-signed certificate made at each start; verification is off
+(GPUd's own client does the same) because the channel is an SSH tunnel, which authenticates the
+node. Environment proxies are ignored for the same reason: the URL is a local tunnel end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+
+from flow.errors import GPUdError, GPUdStatusError, GPUdTimeout
+from flow.health.gpud.adapt import snapshot_from_responses
+from flow.health.gpud.values import opt_text
+from flow.health.snapshot import GpudStatus, ReadError, Snapshot, utcnow
+
+__all__ = [
+    "DEFAULT_DEADLINE_S",
+    "DEFAULT_EVENTS_WINDOW_S",
+    "DEFAULT_METRICS_SINCE_S",
+    "DEFAULT_TIMEOUT_S",
+    "GpudClient",
+    "MachineInfoCache",
+    "local_boot_id",
+    "read_gpud",
+]
+
+DEFAULT_TIMEOUT_S = 5.0  # one request
+DEFAULT_DEADLINE_S = 10.0  # the whole read of one node
+DEFAULT_EVENTS_WINDOW_S = 3600.0  # XIDs and other events of the last hour
+DEFAULT_METRICS_SINCE_S = 120.0  # GPUd samples once a minute: the last one or two samples
+DEFAULT_MACHINE_INFO_TTL_S = 3600.0  # a GPUd upgrade without a reboot shows within the hour
+_BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+_SNIPPET = 120
+
+
+def local_boot_id(path: Path = _BOOT_ID_PATH) -> str | None:
+    """This machine's boot id (what GPUd reports as `bootID`), or None where there is none.
+
+    The collector runs on the node itself and passes this to `read(boot_id=...)`, so that
+    /machine-info is fetched once per boot.
+    """
+    try:
+        return path.read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+class MachineInfoCache:
+    """`/machine-info` answers keyed by (base_url, bootID): a rebooted node is read again.
+
+    The key holds the boot id because a tunnel's local port may later lead to another node.
+    """
+
+    def __init__(self, *, ttl_s: float = DEFAULT_MACHINE_INFO_TTL_S, max_entries: int = 1024) -> None:
+        self._ttl_s = ttl_s
+        self._max_entries = max_entries
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Mapping[str, Any]]] = OrderedDict()
+
+    def get(self, base_url: str, boot_id: str) -> Mapping[str, Any] | None:
+        key = (base_url, boot_id)
+        held = self._entries.get(key)
+        if held is None or time.monotonic() - held[0] > self._ttl_s:
+            self._entries.pop(key, None)
+            return None
+        self._entries.move_to_end(key)
+        return held[1]
+
+    def put(self, base_url: str, info: Any) -> None:
+        """Keep `info` if it is a machine-info object with a boot id; ignore anything else."""
+        boot_id = opt_text(info.get("bootID")) if isinstance(info, Mapping) else None
+        if boot_id is None:
+            return
+        self._entries[(base_url, boot_id)] = (time.monotonic(), info)
+        self._entries.move_to_end((base_url, boot_id))
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: seconds > 0")
+    return float(value)
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "SSL" in str(exc) or "TLS" in str(exc)
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:_SNIPPET].decode("utf-8", "replace")
+    return " ".join(text.split()) + ("…" if len(body) > _SNIPPET else "")
+
+
+def _error_body(body: Any) -> str | None:
+    """GPUd's error body `{"code": N, "message": "..."}`: the message, or None if it is not one."""
+    if isinstance(body, Mapping) and "code" in body and set(body) <= {"code", "message", "error"}:
+        return str(body.get("message") or body.get("error") or f"code {body['code']}")
+    return None
+
+
+class GpudClient:
+    """Reads one GPUd: `/healthz`, `/machine-info`, `/v1/states`, `/v1/events`, `/v1/metrics`.
+
+    Args:
+        base_url: GPUd's URL, e.g. `https://127.0.0.1:15132` (usually a tunnel's local end).
+        timeout_s: the limit for each request (connect, each read).
+        deadline_s: the limit for one `read()` of the node, all requests together.
+        transport: an httpx transport to use instead of the network (tests, in-process servers).
+        events_window_s: how far back `/v1/events` is asked (`startTime`, unix seconds).
+        metrics_since_s: how far back `/v1/metrics` is asked (`since`); the newest sample wins.
+        machine_info_cache: share one between clients to keep /machine-info across sweeps.
+
+    Raises:
+        ValueError: a bad URL or a limit that is not a positive number of seconds.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+        events_window_s: float = DEFAULT_EVENTS_WINDOW_S,
+        metrics_since_s: float = DEFAULT_METRICS_SINCE_S,
+        machine_info_cache: MachineInfoCache | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError(f"base_url={base_url!r} is not allowed; allowed: https://host:port")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = _positive("timeout_s", timeout_s)
+        self.deadline_s = _positive("deadline_s", deadline_s)
+        self.events_window_s = _positive("events_window_s", events_window_s)
+        self.metrics_since_s = _positive("metrics_since_s", metrics_since_s)
+        self.machine_info_cache = machine_info_cache if machine_info_cache is not None else MachineInfoCache()
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            verify=False,
+            transport=transport,
+            timeout=httpx.Timeout(self.timeout_s),
+            headers={"Accept": "application/json", "Accept-Encoding": "gzip"},
+            trust_env=False,
+            follow_redirects=False,
+            # One keep-alive connection per node: requests queue on it. Through an SSH tunnel
+            # each new connection costs a channel and a TLS handshake (~15 ms, mostly CPU); a
+            # request on an open one ~5 ms. TCP_NODELAY on both ends (asyncssh, GPUd/Go) means
+            # no Nagle/delayed-ACK stall (measured: docs/gpud-client.md).
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+
+    def __repr__(self) -> str:
+        return f"GpudClient({self.base_url!r}, timeout_s={self.timeout_s!r}, deadline_s={self.deadline_s!r})"
+
+    async def __aenter__(self) -> GpudClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET `path` and decode its JSON body.
+
+        Raises:
+            GPUdTimeout: no answer within `timeout_s` (kind "timeout").
+            GPUdStatusError: a non-2xx status or GPUd's JSON error body (kind "error_response").
+            GPUdError: nothing listening (kind "not_listening"), a TLS handshake failure
+                ("tls_error"), or an answer that is not JSON or broke off ("bad_response").
+        """
+        url = f"{self.base_url}{path}"
+        try:
+            response = await self._http.get(path, params=params)
+        except httpx.TimeoutException as exc:
+            raise GPUdTimeout(
+                f"GPUd at {url} did not answer within {self.timeout_s:g} s ({type(exc).__name__})", url=url
+            ) from exc
+        except httpx.ConnectError as exc:
+            if _is_tls_failure(exc):
+                raise GPUdError(f"TLS handshake with {self.base_url} failed: {exc}", url=url,
+                                kind="tls_error") from exc
+            raise GPUdError(f"nothing is listening at {self.base_url}: {exc}", url=url,
+                            kind="not_listening") from exc
+        except httpx.HTTPError as exc:  # the connection broke mid-answer, bad gzip, protocol errors
+            raise GPUdError(f"GPUd at {url} broke off its answer: {type(exc).__name__}: {exc}", url=url,
+                            kind="bad_response") from exc
+        return self._decode(response, url)
+
+    def _decode(self, response: httpx.Response, url: str) -> Any:
+        try:
+            body: Any = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+            decoded = False
+        else:
+            decoded = True
+        if not response.is_success:
+            detail = _error_body(body) or _snippet(response.content) or response.reason_phrase
+            raise GPUdStatusError(f"GPUd answered {url} with HTTP {response.status_code}: {detail}",
+                                  status_code=response.status_code, url=url)
+        if not decoded:
+            raise GPUdError(f"GPUd's answer to {url} is not JSON: {_snippet(response.content)!r}", url=url,
+                            kind="bad_response")
+        message = _error_body(body)
+        if message is not None:
+            code = body.get("code")
+            status_code = code if isinstance(code, int) else response.status_code
+            raise GPUdStatusError(f"GPUd answered {url} with error {code}: {message}",
+                                  status_code=status_code, url=url)
+        return body
+
+    async def _fetch_all(self, requests: Mapping[str, Awaitable[Any]]) -> dict[str, Any]:
+        """Run the requests together; each result is its body or the exception it ended with.
+
+        Sequential requests over SSH-forwarded channels stall ~40 ms each (Nagle/delayed ACK),
+        so they all go out at once; what has not answered at the deadline is cancelled.
+        """
+        tasks = {name: asyncio.ensure_future(request) for name, request in requests.items()}
+        try:
+            _, pending = await asyncio.wait(tasks.values(), timeout=self.deadline_s)
+        finally:  # also when the caller cancels us: no request outlives the read (no-op if done)
+            for task in tasks.values():
+                task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        results: dict[str, Any] = {}
+        for name, task in tasks.items():
+            if task in pending:
+                results[name] = GPUdTimeout(
+                    f"GPUd at {self.base_url} did not answer {name} within the "
+                    f"{self.deadline_s:g} s deadline", url=self.base_url)
+            elif task.exception() is not None:
+                results[name] = task.exception()
+            else:
+                results[name] = task.result()
+        return results
+
+    async def read(
+        self,
+        *,
+        task_id: str,
+        task_name: str = "",
+        node: str = "",
+        instance_type: str | None = None,
+        boot_id: str | None = None,
+    ) -> Snapshot:
+        """One unscored snapshot of the node (verdict None; the caller scores it).
+
+        Args:
+            boot_id: the node's boot id if the caller knows it; /machine-info is then taken from
+                the cache when it holds that boot.
+
+        Never raises for GPUd's or the network's failures; they are in `snapshot.gpud`.
+        """
+        started = time.monotonic()
+        now_s = int(time.time())
+        # One connection, so order matters: /healthz first (cheap, and it tells "GPUd up, states
+        # stuck" from "GPUd down"), the states, then what may be slow; events (a query of
+        # GPUd's database) last, so that a stuck events query costs only the events.
+        requests: dict[str, Awaitable[Any]] = {
+            "/healthz": self.get_json("/healthz"),
+            "/v1/states": self.get_json("/v1/states"),
+        }
+        machine_info = self.machine_info_cache.get(self.base_url, boot_id) if boot_id else None
+        if machine_info is None:
+            requests["/machine-info"] = self.get_json("/machine-info")
+        requests["/v1/metrics"] = self.get_json("/v1/metrics", {"since": f"{int(self.metrics_since_s)}s"})
+        requests["/v1/events"] = self.get_json(
+            "/v1/events", {"startTime": str(now_s - int(self.events_window_s)), "endTime": str(now_s)})
+        results = await self._fetch_all(requests)
+        latency_ms = round((time.monotonic() - started) * 1000.0, 1)
+        identity: dict[str, Any] = {"task_id": task_id, "task_name": task_name, "node": node,
+                                    "instance_type": instance_type}
+
+        states = results["/v1/states"]
+        if not isinstance(states, (list, BaseException)):  # JSON, but not GPUd's: e.g. a proxy's
+            states = GPUdError(f"GPUd's answer to {self.base_url}/v1/states is a JSON "
+                               f"{type(states).__name__}, not the array of components GPUd sends",
+                               kind="bad_response")
+        if isinstance(states, BaseException):
+            return Snapshot(timestamp=utcnow(), gpud=self._failure(states, results, latency_ms), **identity)
+
+        errors: list[ReadError] = []
+        if "/machine-info" in results:
+            machine_info = results["/machine-info"]
+            if isinstance(machine_info, GPUdStatusError) and machine_info.status_code == 404:
+                machine_info = None  # v0.4 has no /machine-info
+            elif isinstance(machine_info, BaseException):
+                errors.append(ReadError(component="machine-info", message=str(machine_info)))
+                machine_info = None
+            else:
+                self.machine_info_cache.put(self.base_url, machine_info)
+        bodies: dict[str, Any] = {}
+        for path in ("/v1/events", "/v1/metrics", "/healthz"):
+            body = results[path]
+            if isinstance(body, BaseException):
+                errors.append(ReadError(component=path.rsplit("/", 1)[-1], message=str(body)))
+                body = None
+            bodies[path] = body
+        return snapshot_from_responses(
+            states, bodies["/v1/events"], bodies["/v1/metrics"], machine_info,
+            timestamp=utcnow(), latency_ms=latency_ms, read_errors=errors, **identity,
+        )
+
+    def _failure(self, exc: BaseException, results: Mapping[str, Any], latency_ms: float) -> GpudStatus:
+        kind = exc.kind if isinstance(exc, GPUdError) else "bad_response"
+        message = str(exc) if isinstance(exc, GPUdError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(results.get("/healthz"), BaseException):
+            message = f"/healthz answered but /v1/states failed: {message}"
+        return GpudStatus(reachable=False, state=kind, error=message, latency_ms=latency_ms)
+
+
+async def read_gpud(
+    base_url: str,
+    *,
+    task_id: str,
+    task_name: str = "",
+    node: str = "",
+    instance_type: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Snapshot:
+    """Read one node once with a client of its own (see `GpudClient`)."""
+    async with GpudClient(
+        base_url, timeout_s=timeout_s, deadline_s=deadline_s, transport=transport
+    ) as client:
+        return await client.read(task_id=task_id, task_name=task_name, node=node, instance_type=instance_type)

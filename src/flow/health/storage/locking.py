@@ -1,0 +1,90 @@
+"""Private directories and the per-task lock.
+
+One `flock` per task directory (`.lock`) orders the three things that must not overlap:
+writers appending (exclusive, one batch at a time), the compressor swapping a day's files
+(exclusive, only for the swap) and a reader opening a day's files (shared, only while it opens
+them: once open, a `.jsonl.gz` never changes and a `.jsonl` only grows, so reading needs no lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from flow.health.storage.layout import LOCK_NAME
+
+__all__ = ["DIR_MODE", "FILE_MODE", "ensure_private_dir", "task_lock"]
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) with mode exactly 0700; existing ones are left alone.
+
+    Raises:
+        OSError: it cannot be created, or it exists and is not a directory.
+    """
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(f"{path} exists and is not a directory") from None
+        return
+    except FileNotFoundError:
+        ensure_private_dir(path.parent)  # a missing parent is ours too (say ~/.flow)
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            return
+    # mkdir's mode is filtered by the umask; metrics reveal what runs where, so the store's
+    # own directories are private whatever the umask. A directory we did not create (say a
+    # FLOW_METRICS_DIR the user pointed at) keeps its mode.
+    os.chmod(path, DIR_MODE)
+
+
+@contextlib.contextmanager
+def task_lock(task_dir: Path, *, shared: bool = False, create: bool = True) -> Iterator[bool]:
+    """Hold the task's lock; yields True, or False when `create` is off and there is no lock.
+
+    A lock file can be unlinked while someone waits on it (cleanup removes an emptied task
+    directory under the lock), so after acquiring it we check the path still names the same
+    file and start over if not; otherwise two holders could hold two different locks.
+    """
+    path = task_dir / LOCK_NAME
+    while True:
+        try:
+            if create:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            else:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if not create:
+                yield False
+                return
+            ensure_private_dir(task_dir)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            held = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            now: os.stat_result | None = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_ino, now.st_dev) != (held.st_ino, held.st_dev):
+            os.close(fd)
+            if not create:
+                yield False
+                return
+            continue
+        try:
+            yield True
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+        return

@@ -1,0 +1,421 @@
+"""Summaries of a task's history: pure functions over time-ordered samples.
+
+A `Sample` is the part of a snapshot a summary needs. It is built either from a `Snapshot` or,
+on the store's fast path, straight from the decoded JSON object, skipping the cost of building
+every GPU reading; both give the same sample (the tests hold them to it).
+
+Counting rules:
+- ECC: counters in a snapshot are cumulative, so a window counts their increase: the sum of
+  the rises between consecutive readings of each GPU. A fall is a counter reset (a reboot or
+  driver reload clears the volatile counters), after which the new value is all new errors.
+  Volatile counters are used; a GPU that never reports them falls back to the aggregate ones.
+- XIDs: the distinct (code, GPU, time) seen in the window (GPUd repeats an XID in every
+  snapshot while it is current).
+- Unhealthy periods: runs of consecutive snapshots whose status is degraded or critical. A
+  period ends at the first snapshot that is neither (its time is the period's end); one still
+  running at the window's end is `ongoing` and ends at its last snapshot.
+- Status changes ("flapping"): consecutive snapshots whose status differs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import pairwise
+from typing import Any, NamedTuple
+
+from flow.health.snapshot import HealthStatus, Snapshot, format_time, parse_time
+
+__all__ = [
+    "FleetSummary",
+    "FleetTotals",
+    "GpuSample",
+    "GpuSummary",
+    "Sample",
+    "TaskSummary",
+    "UnhealthyPeriod",
+    "summarize_fleet",
+    "summarize_task",
+]
+
+_UNHEALTHY = (HealthStatus.DEGRADED, HealthStatus.CRITICAL)
+_STATUS_ORDER = (HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.CRITICAL,
+                 HealthStatus.UNKNOWN)
+_WORSE = {HealthStatus.DEGRADED: 1, HealthStatus.CRITICAL: 2}
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _time(moment: datetime | None) -> str | None:
+    return format_time(moment) if moment is not None else None
+
+
+_ECC_KEYS = ("ecc_volatile_corrected", "ecc_volatile_uncorrected", "ecc_aggregate_corrected",
+             "ecc_aggregate_uncorrected")
+
+
+class GpuSample(NamedTuple):
+    gpu_index: int
+    temp_c: float | None
+    util_gpu_pct: float | None
+    ecc_corrected: int | None
+    ecc_uncorrected: int | None
+    ecc_aggregate_corrected: int | None
+    ecc_aggregate_uncorrected: int | None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a summary reads from one snapshot."""
+
+    time: datetime
+    task_name: str
+    status: HealthStatus
+    score: int | None
+    reasons: tuple[str, ...]
+    gpus: tuple[GpuSample, ...]
+    xids: frozenset[tuple[int, str | None, str | None]]
+
+    @classmethod
+    def from_snapshot(cls, s: Snapshot) -> Sample:
+        verdict = s.verdict
+        return cls(
+            time=s.timestamp,
+            task_name=s.task_name,
+            status=s.status,
+            score=verdict.score if verdict else None,
+            reasons=tuple(r.code for r in verdict.reasons) if verdict else (),
+            gpus=tuple(
+                GpuSample(g.index, g.temp_c, g.util_gpu_pct, g.ecc_volatile_corrected,
+                          g.ecc_volatile_uncorrected, g.ecc_aggregate_corrected,
+                          g.ecc_aggregate_uncorrected)
+                for g in s.gpus
+            ),
+            xids=frozenset(
+                (x.code, x.gpu if x.gpu is not None else _gpu_name(x.gpu_index), _time(x.time))
+                for x in s.xids
+            ),
+        )
+
+    @classmethod
+    def from_record(cls, d: Mapping[str, Any]) -> Sample:
+        """From a decoded snapshot object, with Snapshot.from_dict's rules for odd values.
+
+        Raises:
+            ValueError: no usable timestamp (as Snapshot.from_dict).
+        """
+        ts = d.get("timestamp")
+        if not isinstance(ts, str):
+            raise ValueError("snapshot has no timestamp")
+        verdict = d.get("verdict")
+        status = HealthStatus.UNKNOWN
+        score: int | None = None
+        reasons: tuple[str, ...] = ()
+        if isinstance(verdict, Mapping):
+            try:
+                status = HealthStatus(verdict.get("status", "unknown"))
+            except ValueError:
+                status = HealthStatus.UNKNOWN
+            score = _int(verdict.get("score"))
+            raw_reasons = verdict.get("reasons")
+            if isinstance(raw_reasons, list):
+                reasons = tuple(str(r.get("code", "")) for r in raw_reasons if isinstance(r, Mapping))
+        gpus: list[GpuSample] = []
+        raw_gpus = d.get("gpus")
+        if isinstance(raw_gpus, list):
+            for g in raw_gpus:
+                if isinstance(g, Mapping):
+                    # The common types take the short way: this loop is most of a summary's time.
+                    index, temp, util = g.get("index"), g.get("temp_c"), g.get("util_gpu_pct")
+                    ecc = [g.get(k) for k in _ECC_KEYS]
+                    gpus.append(GpuSample(
+                        index if type(index) is int else (_int(index) or 0),
+                        temp if type(temp) is float else _num(temp),
+                        util if type(util) is float else _num(util),
+                        *[v if type(v) is int else _int(v) for v in ecc],
+                    ))
+        xids: set[tuple[int, str | None, str | None]] = set()
+        raw_xids = d.get("xids")
+        if isinstance(raw_xids, list):
+            for x in raw_xids:
+                if isinstance(x, Mapping):
+                    gpu = x.get("gpu")
+                    xids.add((
+                        _int(x.get("code")) or 0,
+                        str(gpu) if gpu is not None else _gpu_name(_int(x.get("gpu_index"))),
+                        _norm_time(x.get("time")),
+                    ))
+        return cls(time=parse_time(ts), task_name=str(d.get("task_name") or ""), status=status,
+                   score=score, reasons=reasons, gpus=tuple(gpus), xids=frozenset(xids))
+
+
+def _gpu_name(index: int | None) -> str | None:
+    return f"GPU {index}" if index is not None else None
+
+
+def _norm_time(value: Any) -> str | None:
+    if not value:
+        return None
+    try:
+        return format_time(parse_time(str(value)))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuSummary:
+    index: int
+    samples: int
+    max_temp_c: float | None
+    avg_util_gpu_pct: float | None
+    ecc_corrected_increase: int
+    ecc_uncorrected_increase: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnhealthyPeriod:
+    start: datetime
+    end: datetime
+    worst_status: HealthStatus
+    reasons: tuple[str, ...]  # reason codes seen, in order of first appearance
+    snapshots: int
+    ongoing: bool
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": format_time(self.start),
+            "end": format_time(self.end),
+            "duration_s": self.duration_s,
+            "worst_status": self.worst_status.value,
+            "reasons": list(self.reasons),
+            "snapshots": self.snapshots,
+            "ongoing": self.ongoing,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSummary:
+    """One task's history in a window. Scores count snapshots that have one (not unknown)."""
+
+    task_id: str
+    task_name: str
+    window_start: datetime
+    window_end: datetime
+    snapshots: int
+    first_time: datetime | None
+    last_time: datetime | None
+    status_current: HealthStatus
+    score_current: int | None
+    score_avg: float | None
+    score_min: int | None
+    score_max: int | None
+    status_counts: dict[str, int]
+    gpus: tuple[GpuSummary, ...]
+    ecc_corrected_increase: int
+    ecc_uncorrected_increase: int
+    xid_count: int
+    xid_by_code: dict[int, int]
+    unhealthy_periods: tuple[UnhealthyPeriod, ...]
+    status_changes: int
+
+    @property
+    def unhealthy_s(self) -> float:
+        return sum(p.duration_s for p in self.unhealthy_periods)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "task_name": self.task_name,
+            "window_start": format_time(self.window_start),
+            "window_end": format_time(self.window_end),
+            "snapshots": self.snapshots,
+            "first_time": _time(self.first_time),
+            "last_time": _time(self.last_time),
+            "status_current": self.status_current.value,
+            "score_current": self.score_current,
+            "score_avg": self.score_avg,
+            "score_min": self.score_min,
+            "score_max": self.score_max,
+            "status_counts": dict(self.status_counts),
+            "gpus": [g.to_dict() for g in self.gpus],
+            "ecc_corrected_increase": self.ecc_corrected_increase,
+            "ecc_uncorrected_increase": self.ecc_uncorrected_increase,
+            "xid_count": self.xid_count,
+            "xid_by_code": {str(k): v for k, v in sorted(self.xid_by_code.items())},
+            "unhealthy_periods": [p.to_dict() for p in self.unhealthy_periods],
+            "unhealthy_s": self.unhealthy_s,
+            "status_changes": self.status_changes,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetTotals:
+    tasks: int = 0
+    snapshots: int = 0
+    status_current: dict[str, int] = field(default_factory=dict)  # tasks by current status
+    tasks_with_unhealthy_periods: int = 0
+    unhealthy_periods: int = 0
+    status_changes: int = 0
+    ecc_corrected_increase: int = 0
+    ecc_uncorrected_increase: int = 0
+    xid_count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["status_current"] = dict(self.status_current)
+        return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class FleetSummary:
+    window_start: datetime
+    window_end: datetime
+    tasks: tuple[TaskSummary, ...]
+    totals: FleetTotals
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window_start": format_time(self.window_start),
+            "window_end": format_time(self.window_end),
+            "totals": self.totals.to_dict(),
+            "tasks": [t.to_dict() for t in self.tasks],
+        }
+
+
+def _increase(values: Iterable[int | None]) -> int:
+    total = 0
+    prev: int | None = None
+    for value in values:
+        if value is None:
+            continue
+        if prev is not None:
+            total += value - prev if value >= prev else value  # a fall is a counter reset
+        prev = value
+    return total
+
+
+def _gpu_summaries(samples: Sequence[Sample]) -> tuple[GpuSummary, ...]:
+    per_gpu: dict[int, list[GpuSample]] = {}
+    for sample in samples:
+        for gpu in sample.gpus:
+            per_gpu.setdefault(gpu.gpu_index, []).append(gpu)
+    out: list[GpuSummary] = []
+    for index in sorted(per_gpu):
+        readings = per_gpu[index]
+        temps = [g.temp_c for g in readings if g.temp_c is not None]
+        utils = [g.util_gpu_pct for g in readings if g.util_gpu_pct is not None]
+        volatile = any(g.ecc_corrected is not None or g.ecc_uncorrected is not None for g in readings)
+        if volatile:
+            corrected = _increase(g.ecc_corrected for g in readings)
+            uncorrected = _increase(g.ecc_uncorrected for g in readings)
+        else:
+            corrected = _increase(g.ecc_aggregate_corrected for g in readings)
+            uncorrected = _increase(g.ecc_aggregate_uncorrected for g in readings)
+        out.append(GpuSummary(
+            index=index, samples=len(readings),
+            max_temp_c=max(temps) if temps else None,
+            avg_util_gpu_pct=round(sum(utils) / len(utils), 2) if utils else None,
+            ecc_corrected_increase=corrected, ecc_uncorrected_increase=uncorrected,
+        ))
+    return tuple(out)
+
+
+def _periods(samples: Sequence[Sample]) -> tuple[UnhealthyPeriod, ...]:
+    periods: list[UnhealthyPeriod] = []
+    run: list[Sample] = []
+
+    def close(end: datetime, ongoing: bool) -> None:
+        reasons: dict[str, None] = {}
+        for s in run:
+            for code in s.reasons:
+                reasons.setdefault(code, None)
+        worst = max((s.status for s in run), key=lambda st: _WORSE[st])
+        periods.append(UnhealthyPeriod(start=run[0].time, end=end, worst_status=worst,
+                                       reasons=tuple(reasons), snapshots=len(run), ongoing=ongoing))
+
+    for sample in samples:
+        if sample.status in _UNHEALTHY:
+            run.append(sample)
+        elif run:
+            close(sample.time, False)
+            run = []
+    if run:
+        close(run[-1].time, True)
+    return tuple(periods)
+
+
+def summarize_task(
+    task_id: str, samples: Sequence[Sample], *, window_start: datetime, window_end: datetime
+) -> TaskSummary:
+    """Summarise a task's samples (time-ordered, all inside the window)."""
+    scores = [s.score for s in samples if s.score is not None]
+    counts = Counter(s.status for s in samples)
+    xids = set().union(*(s.xids for s in samples)) if samples else set()
+    gpus = _gpu_summaries(samples)
+    last = samples[-1] if samples else None
+    return TaskSummary(
+        task_id=task_id,
+        task_name=last.task_name if last else "",
+        window_start=window_start,
+        window_end=window_end,
+        snapshots=len(samples),
+        first_time=samples[0].time if samples else None,
+        last_time=last.time if last else None,
+        status_current=last.status if last else HealthStatus.UNKNOWN,
+        score_current=last.score if last else None,
+        score_avg=round(sum(scores) / len(scores), 2) if scores else None,
+        score_min=min(scores) if scores else None,
+        score_max=max(scores) if scores else None,
+        status_counts={st.value: counts.get(st, 0) for st in _STATUS_ORDER},
+        gpus=gpus,
+        ecc_corrected_increase=sum(g.ecc_corrected_increase for g in gpus),
+        ecc_uncorrected_increase=sum(g.ecc_uncorrected_increase for g in gpus),
+        xid_count=len(xids),
+        xid_by_code=dict(sorted(Counter(code for code, _, _ in xids).items())),
+        unhealthy_periods=_periods(samples),
+        status_changes=sum(1 for a, b in pairwise(samples) if a.status != b.status),
+    )
+
+
+def summarize_fleet(
+    tasks: Sequence[TaskSummary], *, window_start: datetime, window_end: datetime
+) -> FleetSummary:
+    current = Counter(t.status_current for t in tasks)
+    totals = FleetTotals(
+        tasks=len(tasks),
+        snapshots=sum(t.snapshots for t in tasks),
+        status_current={st.value: current.get(st, 0) for st in _STATUS_ORDER},
+        tasks_with_unhealthy_periods=sum(1 for t in tasks if t.unhealthy_periods),
+        unhealthy_periods=sum(len(t.unhealthy_periods) for t in tasks),
+        status_changes=sum(t.status_changes for t in tasks),
+        ecc_corrected_increase=sum(t.ecc_corrected_increase for t in tasks),
+        ecc_uncorrected_increase=sum(t.ecc_uncorrected_increase for t in tasks),
+        xid_count=sum(t.xid_count for t in tasks),
+    )
+    return FleetSummary(window_start=window_start, window_end=window_end, tasks=tuple(tasks),
+                        totals=totals)

@@ -1,0 +1,173 @@
+"""The collector against the simulated GPUd: GPUd down and back, NVML absent, the schedule, --once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+from collector.daemon import Gpud, InProcessDaemon, wait_for
+from collector.test_nvml import fake_nvml
+
+from flow.cli.main import main
+from flow.health.collector import Collector, CollectorSettings, next_deadline
+from flow.health.nvml import NvmlReader
+from flow.health.snapshot import HealthStatus, Snapshot
+from flow.health.storage.store import MetricsStore
+
+
+@pytest.fixture
+def gpud() -> Gpud:
+    sim = Gpud(gpu_count=2)
+    yield sim  # type: ignore[misc]
+    sim.close()
+
+
+def _settings(tmp_path: Path, gpud: Gpud | None, **kw: object) -> CollectorSettings:
+    values: dict[str, object] = {
+        "task_id": "task-abc123", "task_name": "train", "instance_type": "8xh100", "node": "node-1",
+        "interval_s": 0.2, "gpud_url": gpud.url if gpud else "https://127.0.0.1:1",
+        "metrics_dir": tmp_path / "metrics",
+    }
+    values.update(kw)
+    return CollectorSettings(**values)  # type: ignore[arg-type]
+
+
+def _samples(collector: Collector, n: int) -> list[Snapshot]:
+    async def go() -> list[Snapshot]:
+        return [await collector.sample_once() for _ in range(n)]
+    return asyncio.run(go())
+
+
+def test_gpud_down_then_back_logs_one_line_each_way(tmp_path: Path, gpud: Gpud,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="flow")
+    settings = _settings(tmp_path, gpud, use_nvml=False)  # this test is about GPUd alone
+
+    async def scenario() -> list[Snapshot]:
+        collector = Collector(settings)
+        out = [await collector.sample_once()]
+        gpud.down()
+        out += [await collector.sample_once() for _ in range(3)]
+        gpud.up()
+        out += [await collector.sample_once() for _ in range(2)]
+        await collector.aclose()
+        return out
+
+    snaps = asyncio.run(scenario())
+    assert [s.gpud.reachable for s in snaps] == [True, False, False, False, True, True]
+    down = snaps[1]
+    assert down.status is HealthStatus.UNKNOWN  # unreachable is never healthy
+    assert down.host is not None and down.host.mem_total_bytes  # host metrics still there
+    assert snaps[4].status is not HealthStatus.UNKNOWN
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("GPUd unreachable" in m for m in messages) == 1
+    assert sum("GPUd reachable again" in m for m in messages) == 1
+    assert len(MetricsStore(settings.metrics_dir, 7, 1).days("task-abc123")) == 1
+    assert sum(1 for _ in MetricsStore(settings.metrics_dir, 7, 1).read_snapshots(task_id="task-abc123")) == 6
+
+
+def test_no_nvml_here_reads_as_a_clear_absence(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="flow")
+    collector = Collector(_settings(tmp_path, None))  # GPUd at a closed port; real pynvml
+    snaps = _samples(collector, 3)
+    asyncio.run(collector.aclose())
+    for snap in snaps:
+        assert snap.gpud.reachable is False
+        assert snap.gpud.state == "not_listening"
+        assert "NVML not available: " in (snap.gpud.error or "")
+        assert snap.status is HealthStatus.UNKNOWN
+        assert snap.gpus == ()
+    nvml_lines = [r for r in caplog.records if "NVML not available" in r.getMessage()]
+    assert len(nvml_lines) == 1  # once, not every cycle
+    assert not any(r.exc_info for r in caplog.records)  # no traceback anywhere
+
+
+def test_gpud_missing_but_nvml_present_reads_gpus_from_nvml(tmp_path: Path) -> None:
+    collector = Collector(_settings(tmp_path, None), nvml=NvmlReader(fake_nvml(gpus=2)))
+    [snap] = _samples(collector, 1)
+    asyncio.run(collector.aclose())
+    assert snap.gpud.state == "nvml" and snap.gpud.reachable is False
+    assert snap.gpud.error is not None and snap.gpud.error.startswith("GPUd unreachable (not_listening)")
+    assert snap.gpud.driver_version == "550.54.15"
+    assert [g.uuid for g in snap.gpus] == ["GPU-0", "GPU-1"]
+    assert snap.verdict is not None and snap.verdict.score is not None  # scored, not unknown
+    codes = {r.code for r in snap.verdict.reasons}
+    assert {"throttle_hw", "ecc_uncorrected"} <= codes
+
+
+def test_snapshot_identity_and_scoring_with_previous(tmp_path: Path, gpud: Gpud) -> None:
+    collector = Collector(_settings(tmp_path, gpud))
+    first, second = _samples(collector, 2)
+    asyncio.run(collector.aclose())
+    assert (first.task_id, first.task_name, first.node, first.instance_type) == (
+        "task-abc123", "train", "node-1", "8xh100")
+    assert len(first.gpus) == 2 and first.verdict is not None and first.verdict.score is not None
+    assert second.timestamp > first.timestamp
+    assert first.host is not None and second.host is not None
+    assert second.host.net_rx_bytes_per_s is not None  # a rate between two cycles
+
+
+def test_schedule_is_drift_free_and_skips_missed_ticks() -> None:
+    # On time: the next tick is exactly one interval after the last deadline.
+    assert next_deadline(100.0, 100.3, 1.0) == (101.0, 0)
+    # A cycle that ended late still lands on the grid, not 1 s after it ended.
+    assert next_deadline(100.0, 100.999, 1.0) == (101.0, 0)
+    # Overran by 2.5 intervals: skip the ticks it covered, do not burst them.
+    assert next_deadline(100.0, 103.5, 1.0) == (104.0, 3)
+
+
+def test_daemon_keeps_the_interval_grid(tmp_path: Path, gpud: Gpud) -> None:
+    daemon = InProcessDaemon(_settings(tmp_path, gpud, interval_s=0.2)).start()
+    wait_for(lambda: daemon.cycles >= 5, what="5 cycles")
+    daemon.stop()
+    snaps = list(MetricsStore(tmp_path / "metrics", 7, 1).read_snapshots(task_id="task-abc123"))
+    assert len(snaps) >= 5
+    assert len({s.timestamp for s in snaps}) == len(snaps)
+
+
+def test_once_prints_one_snapshot_as_json(tmp_path: Path, gpud: Gpud, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOW_GPUD_PORT", str(gpud.port))
+    monkeypatch.setenv("FLOW_METRICS_DIR", str(tmp_path / "m"))
+    monkeypatch.setenv("FLOW_TASK_NAME", "from-env")
+    code = main(["health", "collect", "--once", "--task-id", "task-9", "--instance-type", "a100"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    snap = json.loads(out)
+    assert (snap["task_id"], snap["task_name"], snap["instance_type"]) == ("task-9", "from-env", "a100")
+    assert snap["gpud"]["reachable"] is True
+    assert snap["verdict"]["status"] in {"healthy", "degraded", "critical"}
+    assert "GPUd" in err and "\x1b[" not in err  # logs on stderr, no colour
+    assert sum(1 for _ in MetricsStore(tmp_path / "m", 7, 1).read_snapshots(task_id="task-9")) == 1
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--interval", "0"], "--interval"),
+    (["--log-level", "loud"], "--log-level"),
+    (["--backoff-min", "-1"], "--backoff-min"),
+    (["--prometheus-listen", "nowhere"], "--prometheus-listen"),
+])
+def test_bad_options_exit_2_naming_the_option(args: list[str], needle: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["health", "collect", "--once", *args])
+    assert code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_bad_interval_from_the_environment_exits_2(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FLOW_METRICS_INTERVAL", "soon")
+    assert main(["health", "collect", "--once"]) == 2
+    assert "FLOW_METRICS_INTERVAL" in capsys.readouterr().err
+
+
+def test_second_daemon_on_the_same_store_is_refused(tmp_path: Path, gpud: Gpud) -> None:
+    first = InProcessDaemon(_settings(tmp_path, gpud)).start()
+    wait_for(lambda: first.cycles >= 1, what="first daemon running")
+    second = InProcessDaemon(_settings(tmp_path, gpud)).start()
+    with pytest.raises(Exception, match="another collector"):
+        second.stop()
+    first.stop()
