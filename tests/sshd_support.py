@@ -207,6 +207,7 @@ class SshdFactory:
             "MaxStartups 200",
             "MaxSessions 50",
             "LogLevel VERBOSE",
+            *(["Subsystem sftp internal-sftp"] if not any("Subsystem" in c for c in extra_config) else []),
             "SetEnv " + " ".join(f"{key}={value}" for key, value in session_env.items()),
             *extra_config,
         ]

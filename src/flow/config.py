@@ -50,7 +50,7 @@ HOST_KEY_POLICIES = ("strict", "accept-new", "off")
 #: Points each reason code takes off the score of 100 (counted once per node per code).
 DEFAULT_PENALTIES: Mapping[str, int] = {
     "temp_critical": 45,
-    "temp_warning": 15,
+    "temp_warning": 25,
     "thermal_margin": 15,
     "util_low": 5,
     "util_high": 5,

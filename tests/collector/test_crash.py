@@ -87,3 +87,40 @@ def test_kill_9_and_restart_deliver_everything_at_least_once(tmp_path: Path, rec
     assert "resuming after" in text  # the restarts read the cursor
     cursor = metrics / ".collector" / "stream-cursor.json"
     assert os.stat(cursor).st_mode & 0o777 == 0o600
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_prometheus_listen_serves_the_latest_snapshot(tmp_path: Path) -> None:
+    import httpx
+
+    gpud = Gpud(gpu_count=2)
+    port = _free_port()
+    env = python_env(FLOW_HOME=str(tmp_path / "home"), FLOW_GPUD_PORT=str(gpud.port), FLOW_TASK_ID="task-prom",
+                     FLOW_METRICS_INTERVAL="1")
+    log = tmp_path / "collector.log"
+    with open(log, "ab") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "flow.health.collector", "--prometheus-listen",
+                                 f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        def scraped() -> bool:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return False
+            return 'task_id="task-prom"' in text
+        wait_for(scraped, what="the node's metrics at /metrics")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        gpud.close()
+    assert f"serving Prometheus metrics at http://127.0.0.1:{port}/metrics" in log.read_text()

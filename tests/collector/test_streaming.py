@@ -188,9 +188,47 @@ def test_retention_keeps_undelivered_days_and_says_so(tmp_path: Path, gpud: Gpud
     store.write_snapshot(Snapshot(timestamp=old, task_id=TASK, node="node-1"))
 
     collector = Collector(settings)
-    collector.streamer = collector._make_streamer()
-    assert collector.streamer is not None
-    collector.streamer.resume()
+    collector.streamers = collector._make_streamers()
+    collector.streamers[0].resume()
     collector._cleanup()
     assert old.date() in store.days(TASK)  # undelivered: kept past retention
     assert any("not yet delivered" in r.getMessage() for r in caplog.records)
+
+
+class RecordingSink:
+    """A second destination (as a `health.sinks` entry is): it keeps the lines it is given."""
+
+    destination = "recording://test"
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.fail = False
+
+    async def send(self, lines: list[bytes]) -> None:
+        from flow.health.streaming.sink import DeliveryError
+
+        if self.fail:
+            raise DeliveryError("network: down", retryable=True)
+        self.lines.extend(lines)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_each_destination_has_its_own_cursor(tmp_path: Path, gpud: Gpud, receiver: Receiver) -> None:
+    extra = RecordingSink()
+    extra.fail = True  # this one is down while the endpoint works
+    settings = _settings(tmp_path, gpud, receiver)
+    daemon = InProcessDaemon(settings, sinks={"extra": extra}).start()
+    wait_for(lambda: receiver.unique >= 4, what="endpoint deliveries")
+    assert extra.lines == []
+    extra.fail = False
+    wait_for(lambda: len(extra.lines) >= 4, what="the second destination catching up")
+    daemon.stop()
+    ids = _check_at_least_once(tmp_path, receiver)
+    from flow.health.streaming.payload import line_identity, record_id
+
+    assert [record_id(*line_identity(line)) for line in extra.lines] == ids
+    state_dir = default_cursor_path(settings.metrics_dir).parent
+    assert sorted(p.name for p in state_dir.glob("stream-cursor*.json")) == [
+        "stream-cursor-extra.json", "stream-cursor.json"]

@@ -36,6 +36,12 @@ def machine_info(boot_id: str = "boot-1") -> dict[str, object]:
     return info
 
 
+def _without_temperature_blobs() -> Route:
+    """States whose temperature component is missing: the client must ask /v1/metrics."""
+    return Route([c for c in load("v1_states_h100_constructed.json")
+                  if c["component"] != "accelerator-nvidia-temperature"])
+
+
 def test_reads_a_healthy_gpud_over_tls(gpud_stub: Stub) -> None:
     stub = gpud_stub(h100_routes(machine_info=machine_info(), metrics=load("v1_metrics_constructed.json")))
     snap = read(stub.url)
@@ -43,13 +49,34 @@ def test_reads_a_healthy_gpud_over_tls(gpud_stub: Stub) -> None:
     assert snap.gpud.reachable and snap.gpud.state == "ok" and snap.gpud.error is None
     assert (snap.gpud.version, snap.gpud.hostname, snap.gpud.boot_id) == ("v0.5.1", "gpu-node-1", "boot-1")
     assert snap.gpud.latency_ms is not None and snap.gpud.latency_ms >= 0
-    assert [g.temp_c for g in snap.gpus] == [61, 34, 34]  # two from states, one from the metrics sample
+    assert [g.temp_c for g in snap.gpus] == [61, 34]
     assert snap.read_errors == ()
-    assert sorted(stub.paths()) == ["/healthz", "/machine-info", "/v1/events", "/v1/metrics", "/v1/states"]
+    # The states' blobs held every reading: /v1/metrics (most of a read's CPU) was not asked.
+    assert sorted(stub.paths()) == ["/healthz", "/machine-info", "/v1/events", "/v1/states"]
+
+
+def test_metrics_fill_what_the_states_left_out(gpud_stub: Stub) -> None:
+    info = machine_info()
+    now_ms = int(time.time() * 1000)
+    metrics = [{"component": "accelerator-nvidia-temperature", "metrics": [
+        {"unix_seconds": now_ms, "name": "accelerator_nvidia_temperature_current_celsius",
+         "labels": {"uuid": gpu["uuid"]}, "value": 55 + i}
+        for i, gpu in enumerate(info["gpuInfo"]["gpus"])]}]
+    routes = h100_routes(machine_info=info, metrics=metrics)
+    states = [c for c in load("v1_states_h100_constructed.json")
+              if c["component"] != "accelerator-nvidia-temperature"]
+    routes["/v1/states"] = Route(states)
+    stub = gpud_stub(routes)
+    snap = read(stub.url)
+    assert "/v1/metrics" in stub.paths()
+    assert [g.temp_c for g in snap.gpus] == [55, 56]
+    assert snap.read_errors == ()
 
 
 def test_asks_for_events_in_unix_seconds_metrics_by_duration_and_gzip(gpud_stub: Stub) -> None:
-    stub = gpud_stub(h100_routes())
+    routes = h100_routes()
+    routes["/v1/states"] = _without_temperature_blobs()
+    stub = gpud_stub(routes)
     before = int(time.time())
     asyncio.run(read_gpud(stub.url, task_id="t"))
     seen = {s.path: s for s in stub.seen}
@@ -68,7 +95,7 @@ def test_requests_of_one_node_share_one_connection(gpud_stub: Stub) -> None:
     snap = read(stub.url)
     assert snap.gpud.reachable
     assert stub.max_in_flight == 1
-    assert sorted(stub.paths()) == ["/healthz", "/machine-info", "/v1/events", "/v1/metrics", "/v1/states"]
+    assert sorted(stub.paths()) == ["/healthz", "/machine-info", "/v1/events", "/v1/states"]
 
 
 def test_v04_gpud_without_machine_info_is_read(gpud_stub: Stub) -> None:
@@ -142,6 +169,7 @@ def test_non_2xx_is_an_error_response(gpud_stub: Stub) -> None:
 
 def test_failed_secondary_endpoints_cost_only_their_part(gpud_stub: Stub) -> None:
     routes = h100_routes(machine_info=machine_info())
+    routes["/v1/states"] = _without_temperature_blobs()
     routes["/v1/metrics"] = Route(b"not json")
     routes["/v1/events"] = Route([], delay_s=30)
     routes["/machine-info"] = Route({"code": 500, "message": "boom"}, status=500)
@@ -240,7 +268,7 @@ def test_an_injected_transport_replaces_the_network() -> None:
 
     snap = asyncio.run(read_gpud("https://node-7:15132", task_id="t", transport=httpx.MockTransport(answer)))
     assert snap.gpud.reachable and len(snap.gpus) == 2
-    assert {e.component for e in snap.read_errors} == {"events", "metrics"}
+    assert {e.component for e in snap.read_errors} == {"events"}  # metrics: not needed, not asked
 
 
 def test_a_cancelled_read_leaves_no_request_running(gpud_stub: Stub) -> None:

@@ -293,3 +293,41 @@ def test_a_broken_ssh_config_is_kind_error_naming_it(options: SSHOptions, tmp_pa
     )
     assert error.kind == "error"
     assert "ssh_config" in str(error)
+
+
+def test_download_copies_the_files_that_exist(sshd: SshdServer, options: SSHOptions, tmp_path: Path) -> None:
+    remote = tmp_path / "remote-store"
+    remote.mkdir()
+    (remote / "2025-03-01.jsonl.gz").write_bytes(b"\x1f\x8bcompressed")
+    (remote / "2025-03-02.jsonl").write_text('{"schema": 1}\n')
+    dest = tmp_path / "mirror"
+    dest.mkdir()
+    names = ["2025-03-01.jsonl.gz", "2025-03-01.jsonl", "2025-03-02.jsonl.gz", "2025-03-02.jsonl"]
+
+    async def go() -> tuple[int, int]:
+        async with await connect(sshd.params(), options) as conn:
+            copied = await conn.download(str(remote), names, dest)
+            missing_dir = await conn.download(str(tmp_path / "nope"), names, dest)
+            with pytest.raises(ValueError, match="not a plain file name"):
+                await conn.download(str(remote), ["../etc/passwd"], dest)
+            return copied, missing_dir
+
+    assert asyncio.run(go()) == (2, 0)
+    assert sorted(p.name for p in dest.iterdir()) == ["2025-03-01.jsonl.gz", "2025-03-02.jsonl"]
+    assert (dest / "2025-03-02.jsonl").read_text() == '{"schema": 1}\n'
+
+
+def test_download_without_a_working_sftp_subsystem_is_an_ssh_error(
+    sshd_factory: SshdFactory, options: SSHOptions, tmp_path: Path
+) -> None:
+    server = sshd_factory.start(extra_config=["Subsystem sftp /nonexistent/sftp-server"])
+
+    async def go() -> None:
+        async with await connect(server.params(), options) as conn:
+            await conn.download(str(tmp_path), ["x"], tmp_path)
+
+    with pytest.raises(SSHError) as info:
+        asyncio.run(go())
+    assert info.value.kind == "error"
+    assert "SFTP subsystem did not start" in str(info.value)
+    assert info.value.hint is not None and "Subsystem sftp" in info.value.hint

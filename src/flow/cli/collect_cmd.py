@@ -21,7 +21,9 @@ import click
 import orjson
 
 from flow.cli.common import get_config, run_cli
+from flow.config import Config
 from flow.health.collector import Collector, CollectorSettings
+from flow.health.streaming.sink import BatchSink
 
 __all__ = ["LogFormatter", "collect", "run_standalone", "setup_logging"]
 
@@ -119,7 +121,17 @@ def collect(
         snapshot = asyncio.run(_once(settings, store=not no_store))
         click.echo(orjson.dumps(snapshot.to_dict(), option=orjson.OPT_INDENT_2).decode())
         return
-    asyncio.run(_daemon(settings, listen))
+    asyncio.run(_daemon(settings, listen, _config_sinks(config)))
+
+
+def _config_sinks(config: Config) -> dict[str, BatchSink]:
+    """The `health.sinks` of config.yaml as stream destinations (none: nothing imported)."""
+    if not config.sinks:
+        return {}
+    from flow.health.sinks import build_sinks
+    from flow.health.sinks.streaming_adapter import BatchSinkAdapter
+
+    return {sink.name: BatchSinkAdapter(sink) for sink in build_sinks(config)}
 
 
 async def _once(settings: CollectorSettings, *, store: bool) -> Any:
@@ -130,12 +142,13 @@ async def _once(settings: CollectorSettings, *, store: bool) -> Any:
         await collector.aclose()
 
 
-async def _daemon(settings: CollectorSettings, listen: tuple[str, int] | None) -> None:
+async def _daemon(settings: CollectorSettings, listen: tuple[str, int] | None,
+                  sinks: dict[str, BatchSink]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    collector = Collector(settings)
+    collector = Collector(settings, sinks=sinks)
     server = None
     try:
         if listen is not None:

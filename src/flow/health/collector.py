@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from flow.health.streaming.backoff import DEFAULT_BACKOFF_MAX_S, DEFAULT_BACKOFF
 from flow.health.streaming.cursor import CursorFile
 from flow.health.streaming.endpoint import DEFAULT_SEND_TIMEOUT_S, EndpointSink, TokenSource
 from flow.health.streaming.sender import DEFAULT_SHUTDOWN_GRACE_S, Streamer
+from flow.health.streaming.sink import BatchSink
 
 __all__ = [
     "CLEANUP_EVERY",
@@ -193,7 +194,8 @@ class Collector:
     """The daemon. `await run(stop)` until `stop` is set; `await sample_once()` for one sample.
 
     The parts are injectable for tests and benchmarks (`gpud`, `host`, `nvml`, `store`); by
-    default they are built from `settings`.
+    default they are built from `settings`. `sinks` are further destinations by name (the
+    `health.sinks` of config.yaml), each streamed with a cursor of its own.
     """
 
     def __init__(
@@ -204,9 +206,11 @@ class Collector:
         host: HostSampler | None = None,
         nvml: NvmlReader | None = None,
         store: Any = None,
+        sinks: Mapping[str, BatchSink] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self._extra_sinks = dict(sinks or {})
         self._clock = clock
         self._gpud = gpud if gpud is not None else self._make_gpud()
         self._store = store if store is not None else self._make_store()
@@ -215,10 +219,10 @@ class Collector:
             settings, gpud=self._gpud, host=host or HostSampler(), nvml=self._nvml,
             thresholds=settings.thresholds, boot_id=_boot_id() if self._gpud is not None else None,
         )
-        self.streamer: Streamer | None = None
+        self.streamers: list[Streamer] = []
         self.cycles = 0
         self.skipped_ticks = 0
-        self._wake = asyncio.Event()
+        self._wakes: list[asyncio.Event] = []
         self._writing: asyncio.Future[None] | None = None
         self._next_cleanup: float | None = None
 
@@ -270,30 +274,44 @@ class Collector:
             except StorageError as exc:
                 log.error("sample not stored: %s", exc)
             else:
-                self._wake.set()
+                for wake in self._wakes:
+                    wake.set()
         return snap
 
-    def _make_streamer(self) -> Streamer | None:
+    @property
+    def streamer(self) -> Streamer | None:
+        """The first destination's streamer (FLOW_METRICS_ENDPOINT when it is set)."""
+        return self.streamers[0] if self.streamers else None
+
+    def _make_streamers(self) -> list[Streamer]:
+        """One streamer, with its own cursor, per destination: the endpoint, then each sink."""
         s = self.settings
-        if not s.endpoint:
-            return None
+        destinations: list[tuple[BatchSink, Path]] = []
+        if s.endpoint:
+            tokens = TokenSource(token=s.token, path=s.token_file if s.token is None else None)
+            endpoint = EndpointSink(s.endpoint, tokens=tokens, gzip=s.gzip, timeout_s=s.send_timeout_s)
+            destinations.append((endpoint, s.cursor_file))
+        for name, extra in self._extra_sinks.items():
+            destinations.append((extra, s.cursor_file.with_name(f"stream-cursor-{name}.json")))
+        if not destinations:
+            return []
         from flow.health.streaming.store_source import StoreBacklog
 
-        tokens = TokenSource(token=s.token, path=s.token_file if s.token is None else None)
-        sink = EndpointSink(s.endpoint, tokens=tokens, gzip=s.gzip, timeout_s=s.send_timeout_s)
-        backlog = StoreBacklog(self._store, s.task_id)
-        streamer = Streamer(
-            source=backlog, sink=sink, cursor=CursorFile(s.cursor_file), batch_size=s.batch_size,
-            poll_s=s.interval_s, backoff=Backoff(min_s=s.backoff_min_s, max_s=s.backoff_max_s),
-            shutdown_grace_s=s.shutdown_grace_s,
-        )
-        state = CursorFile(s.cursor_file).load()
-        if state is not None and not backlog.is_ours(state.position):
-            log.warning("stream cursor %s belongs to another task; starting it afresh for %s",
-                        s.cursor_file, s.task_id)
-            with contextlib.suppress(OSError):
-                s.cursor_file.unlink()
-        return streamer
+        streamers = []
+        for sink, path in destinations:
+            backlog = StoreBacklog(self._store, s.task_id)
+            state = CursorFile(path).load()
+            if state is not None and not backlog.is_ours(state.position):
+                log.warning("stream cursor %s belongs to another task; starting it afresh for %s",
+                            path, s.task_id)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            streamers.append(Streamer(
+                source=backlog, sink=sink, cursor=CursorFile(path), batch_size=s.batch_size,
+                poll_s=s.interval_s, backoff=Backoff(min_s=s.backoff_min_s, max_s=s.backoff_max_s),
+                shutdown_grace_s=s.shutdown_grace_s,
+            ))
+        return streamers
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect (and stream) until `stop` is set; returns after a clean shutdown.
@@ -305,18 +323,17 @@ class Collector:
         lock = _DaemonLock(s.cursor_file.parent / "collector.lock")
         lock.acquire()
         try:
-            self.streamer = self._make_streamer()
-            if self.streamer is not None:
-                await asyncio.to_thread(self.streamer.resume)
+            self.streamers = self._make_streamers()
+            for streamer in self.streamers:
+                await asyncio.to_thread(streamer.resume)
             log.info("collecting every %g s for task %s on %s into %s%s", s.interval_s, s.task_id, s.node,
-                     s.metrics_dir, f", streaming to {self.streamer.destination}"
-                     if self.streamer is not None else "")
-            # The sender stops after the sampler, so that its last read sees the last sample.
+                     s.metrics_dir, "".join(f", streaming to {x.destination}" for x in self.streamers))
+            # The senders stop after the sampler, so that their last read sees the last sample.
             sender_stop = asyncio.Event()
+            self._wakes = [asyncio.Event() for _ in self.streamers]
             tasks = [asyncio.create_task(self._sample_loop(stop), name="flow-sampler")]
-            if self.streamer is not None:
-                tasks.append(asyncio.create_task(self.streamer.run(sender_stop, self._wake),
-                                                 name="flow-sender"))
+            tasks += [asyncio.create_task(x.run(sender_stop, wake), name=f"flow-sender-{i}")
+                      for i, (x, wake) in enumerate(zip(self.streamers, self._wakes, strict=True))]
             try:
                 # Returns when the sampler ends (on stop) or either task fails.
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -344,9 +361,9 @@ class Collector:
         finally:
             await self.aclose()
             lock.release()
-        delivered = self.streamer.stats.delivered if self.streamer else 0
         log.info("stopped after %d cycles%s", self.cycles,
-                 f"; {delivered} records delivered this run" if self.streamer else "")
+                 "".join(f"; {x.stats.delivered} records delivered to {x.destination} this run"
+                         for x in self.streamers))
 
     async def _sample_loop(self, stop: asyncio.Event) -> None:
         interval = self.settings.interval_s
@@ -386,19 +403,22 @@ class Collector:
     def _cleanup(self) -> None:
         from flow.health.storage.stream import StreamPosition
 
-        protect = None
-        state = self.streamer.state if self.streamer is not None else None
-        if state is not None and isinstance(state.position, dict):
-            try:
-                protect = StreamPosition.from_dict(state.position).protects
-            except ValueError:
-                protect = None
-        result = self._store.cleanup(utcnow(), protect=protect)
+        # Keep every day some destination has not acknowledged yet.
+        cursors = []
+        for streamer in self.streamers:
+            state = streamer.state
+            if state is not None and isinstance(state.position, dict):
+                with contextlib.suppress(ValueError):
+                    cursors.append((streamer.destination, StreamPosition.from_dict(state.position)))
+
+        def protect(task_id: str, day: date) -> bool:
+            return any(position.protects(task_id, day) for _, position in cursors)
+
+        result = self._store.cleanup(utcnow(), protect=protect if cursors else None)
         if result.kept:
-            log.warning("retention kept %d file(s) past %d days because they are not yet delivered to %s: %s",
+            log.warning("retention kept %d file(s) past %d days because they are not yet delivered (%s): %s",
                         len(result.kept), self.settings.retention_days,
-                        self.streamer.destination if self.streamer else "the endpoint",
-                        ", ".join(str(p) for p in result.kept[:5]))
+                        ", ".join(d for d, _ in cursors), ", ".join(str(p) for p in result.kept[:5]))
         if result.deleted:
             log.info("retention deleted %d file(s) older than %d days", len(result.deleted),
                      self.settings.retention_days)
@@ -409,9 +429,9 @@ class Collector:
         if self._gpud is not None:
             with contextlib.suppress(Exception):
                 await self._gpud.aclose()
-        if self.streamer is not None:
+        for streamer in self.streamers:
             with contextlib.suppress(Exception):
-                await self.streamer.aclose()
+                await streamer.aclose()
         if self._nvml is not None:
             self._nvml.close()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -163,6 +163,54 @@ class SSHConnection:
         finally:
             process.close()
         return _exit_status(result)
+
+    async def download(self, remote_dir: str, names: Sequence[str], dest: Path) -> int:
+        """Copy those of `names` that exist in `remote_dir` on the node into `dest` (SFTP).
+
+        Returns how many files were copied. A missing directory or file is skipped, not an error
+        (a collector store has no file for a day without data).
+
+        Raises:
+            ValueError: a name is not a plain file name.
+            SSHError: kind `error` if the node has no SFTP subsystem or refuses a read
+                (permission), `closed` if the connection drops.
+        """
+        for name in names:
+            if not name or "/" in name or name in (".", ".."):
+                raise ValueError(f"{name!r} is not a plain file name")
+        self._session_started = True
+        try:
+            sftp = await self._conn.start_sftp_client()
+        except (asyncssh.SFTPError, asyncio.IncompleteReadError, asyncssh.ChannelOpenError) as exc:
+            if self._conn.is_closed():
+                raise self._error(exc, f"download from {remote_dir}") from exc
+            raise SSHError(
+                f"{self.label}: the node's SFTP subsystem did not start ({exc})",
+                host=self.params.host,
+                kind="error",
+                hint="enable it in the node's sshd_config: Subsystem sftp internal-sftp",
+            ) from exc
+        except Exception as exc:
+            raise self._error(exc, f"download from {remote_dir}") from exc
+        copied = 0
+        try:
+            for name in names:
+                try:
+                    await sftp.get(f"{remote_dir.rstrip('/')}/{name}", str(dest / name))
+                except asyncssh.SFTPNoSuchFile:
+                    continue
+                copied += 1
+        except asyncssh.SFTPError as exc:
+            raise SSHError(
+                f"{self.label}: cannot copy from {remote_dir}: {exc.reason}",
+                host=self.params.host,
+                kind="error",
+            ) from exc
+        except Exception as exc:
+            raise self._error(exc, f"download from {remote_dir}") from exc
+        finally:
+            sftp.exit()
+        return copied
 
     async def probe(self, remote_host: str, remote_port: int) -> None:
         """Check that something accepts TCP at `remote_host:remote_port` on the node.

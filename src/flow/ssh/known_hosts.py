@@ -14,6 +14,7 @@ matches none of them (whatever its algorithm), the key counts as changed and is 
 from __future__ import annotations
 
 import base64
+import functools
 import binascii
 import hashlib
 import hmac
@@ -49,6 +50,7 @@ def fingerprint(key: Any) -> str:
     return str(key.get_fingerprint("sha256"))
 
 
+@functools.lru_cache(maxsize=4096)
 def _wildcard_re(pattern: str) -> re.Pattern[str]:
     # Only * and ? are special in known_hosts patterns; brackets are literal ([host]:port).
     body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower())
@@ -118,6 +120,27 @@ def parse_known_hosts(text: str, path: Path) -> list[KnownHostEntry]:
     return entries
 
 
+class _Index:
+    """A file's entries, with plain names in a dict: a sweep of N nodes looks each one up, and
+    a linear scan of an N-line file per node made that O(N²)."""
+
+    def __init__(self, entries: list[KnownHostEntry]) -> None:
+        self.by_name: dict[str, list[KnownHostEntry]] = {}
+        self.patterned: list[KnownHostEntry] = []
+        for entry in entries:
+            names = entry.patterns.lower().split(",")
+            if entry.patterns.startswith("|") or any(c in entry.patterns for c in "*?!"):
+                self.patterned.append(entry)
+            else:
+                for name in names:
+                    self.by_name.setdefault(name, []).append(entry)
+
+    def matching(self, name: str) -> list[KnownHostEntry]:
+        found = list(self.by_name.get(name, ()))
+        found.extend(e for e in self.patterned if e.matches(name))
+        return sorted(found, key=lambda e: e.line_no)
+
+
 class KnownHostsStore:
     """The known-hosts files of a sweep, parsed once and re-read when they change on disk."""
 
@@ -127,13 +150,13 @@ class KnownHostsStore:
         if self.record_file is not None and self.record_file not in files:
             files.append(self.record_file)
         self.files = tuple(files)
-        self._cache: dict[Path, tuple[tuple[int, int, int], list[KnownHostEntry]]] = {}
+        self._cache: dict[Path, tuple[tuple[int, int, int], _Index]] = {}
 
-    def _entries(self, path: Path) -> list[KnownHostEntry]:
+    def _index(self, path: Path) -> _Index:
         try:
             info = path.stat()
         except OSError:
-            return []
+            return _Index([])
         stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
         cached = self._cache.get(path)
         if cached is not None and cached[0] == stamp:
@@ -141,15 +164,15 @@ class KnownHostsStore:
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
-            return []
-        entries = parse_known_hosts(text, path)
-        self._cache[path] = (stamp, entries)
-        return entries
+            return _Index([])
+        index = _Index(parse_known_hosts(text, path))
+        self._cache[path] = (stamp, index)
+        return index
 
     def lookup(self, host: str, port: int | None) -> list[KnownHostEntry]:
         """Every entry, from every file, whose patterns match this host and port."""
         name = lookup_name(host, port)
-        return [e for path in self.files for e in self._entries(path) if e.matches(name)]
+        return [e for path in self.files for e in self._index(path).matching(name)]
 
     def record(self, host: str, port: int | None, key: Any) -> Path:
         """Append `name keytype base64` to flow's own file (mode 0600); returns the file."""

@@ -121,6 +121,18 @@ def _error_body(body: Any) -> str | None:
     return None
 
 
+_CORE_READINGS = ("temp_c", "util_gpu_pct", "mem_total_bytes", "power_w")
+
+
+def _has_gaps(snapshot: Snapshot, states: Any) -> bool:
+    """True when GPU readings are missing that /v1/metrics may hold."""
+    if not snapshot.gpus:
+        # No GPU from the states: metrics may still name some (v0.4), if NVML components exist.
+        return any(isinstance(c, Mapping) and str(c.get("component", "")).startswith("accelerator-nvidia")
+                   for c in states)
+    return any(getattr(gpu, name) is None for gpu in snapshot.gpus for name in _CORE_READINGS)
+
+
 class GpudClient:
     """Reads one GPUd: `/healthz`, `/machine-info`, `/v1/states`, `/v1/events`, `/v1/metrics`.
 
@@ -236,15 +248,16 @@ class GpudClient:
                                   status_code=status_code, url=url)
         return body
 
-    async def _fetch_all(self, requests: Mapping[str, Awaitable[Any]]) -> dict[str, Any]:
-        """Run the requests together; each result is its body or the exception it ended with.
-
-        Sequential requests over SSH-forwarded channels stall ~40 ms each (Nagle/delayed ACK),
-        so they all go out at once; what has not answered at the deadline is cancelled.
+    async def _fetch_all(
+        self, requests: Mapping[str, Awaitable[Any]], *, deadline_s: float | None = None
+    ) -> dict[str, Any]:
+        """Run the requests (queued on the client's one connection, in order); each result is its
+        body or the exception it ended with. What has not answered at the deadline is cancelled.
         """
         tasks = {name: asyncio.ensure_future(request) for name, request in requests.items()}
+        limit = self.deadline_s if deadline_s is None else deadline_s
         try:
-            _, pending = await asyncio.wait(tasks.values(), timeout=self.deadline_s)
+            _, pending = await asyncio.wait(tasks.values(), timeout=limit)
         finally:  # also when the caller cancels us: no request outlives the read (no-op if done)
             for task in tasks.values():
                 task.cancel()
@@ -255,7 +268,7 @@ class GpudClient:
             if task in pending:
                 results[name] = GPUdTimeout(
                     f"GPUd at {self.base_url} did not answer {name} within the "
-                    f"{self.deadline_s:g} s deadline", url=self.base_url)
+                    f"{limit:g} s deadline", url=self.base_url)
             elif task.exception() is not None:
                 results[name] = task.exception()
             else:
@@ -281,31 +294,36 @@ class GpudClient:
         """
         started = time.monotonic()
         now_s = int(time.time())
-        # One connection, so order matters: /healthz first (cheap, and it tells "GPUd up, states
-        # stuck" from "GPUd down"), the states, then what may be slow; events (a query of
-        # GPUd's database) last, so that a stuck events query costs only the events.
-        requests: dict[str, Awaitable[Any]] = {
-            "/healthz": self.get_json("/healthz"),
-            "/v1/states": self.get_json("/v1/states"),
-        }
-        machine_info = self.machine_info_cache.get(self.base_url, boot_id) if boot_id else None
-        if machine_info is None:
-            requests["/machine-info"] = self.get_json("/machine-info")
-        requests["/v1/metrics"] = self.get_json("/v1/metrics", {"since": f"{int(self.metrics_since_s)}s"})
-        requests["/v1/events"] = self.get_json(
-            "/v1/events", {"startTime": str(now_s - int(self.events_window_s)), "endTime": str(now_s)})
-        results = await self._fetch_all(requests)
-        latency_ms = round((time.monotonic() - started) * 1000.0, 1)
         identity: dict[str, Any] = {"task_id": task_id, "task_name": task_name, "node": node,
                                     "instance_type": instance_type}
-
-        states = results["/v1/states"]
+        # The requests queue on one connection, so their order is the plan: /healthz (cheap; it
+        # tells "GPUd up, states stuck" from "GPUd down") and the states first; then what the
+        # states call for; events (a query of GPUd's database) last, so a stuck events query
+        # costs only the events.
+        first = await self._fetch_all({"/healthz": self.get_json("/healthz"),
+                                       "/v1/states": self.get_json("/v1/states")})
+        states = first["/v1/states"]
         if not isinstance(states, (list, BaseException)):  # JSON, but not GPUd's: e.g. a proxy's
             states = GPUdError(f"GPUd's answer to {self.base_url}/v1/states is a JSON "
                                f"{type(states).__name__}, not the array of components GPUd sends",
                                kind="bad_response")
         if isinstance(states, BaseException):
-            return Snapshot(timestamp=utcnow(), gpud=self._failure(states, results, latency_ms), **identity)
+            latency_ms = round((time.monotonic() - started) * 1000.0, 1)
+            return Snapshot(timestamp=utcnow(), gpud=self._failure(states, first, latency_ms), **identity)
+
+        rest: dict[str, Awaitable[Any]] = {}
+        machine_info = self.machine_info_cache.get(self.base_url, boot_id) if boot_id else None
+        if machine_info is None:
+            rest["/machine-info"] = self.get_json("/machine-info")
+        # /v1/metrics only when the states' blobs leave GPU readings out (v0.4, an old or
+        # failed component): parsing it is most of a read's CPU, and it is rarely needed.
+        if _has_gaps(snapshot_from_responses(states, task_id=task_id), states):
+            rest["/v1/metrics"] = self.get_json("/v1/metrics", {"since": f"{int(self.metrics_since_s)}s"})
+        rest["/v1/events"] = self.get_json(
+            "/v1/events", {"startTime": str(now_s - int(self.events_window_s)), "endTime": str(now_s)})
+        remaining = max(0.001, self.deadline_s - (time.monotonic() - started))
+        results = {**first, **await self._fetch_all(rest, deadline_s=remaining)}
+        latency_ms = round((time.monotonic() - started) * 1000.0, 1)
 
         errors: list[ReadError] = []
         if "/machine-info" in results:
@@ -319,7 +337,7 @@ class GpudClient:
                 self.machine_info_cache.put(self.base_url, machine_info)
         bodies: dict[str, Any] = {}
         for path in ("/v1/events", "/v1/metrics", "/healthz"):
-            body = results[path]
+            body = results.get(path)
             if isinstance(body, BaseException):
                 errors.append(ReadError(component=path.rsplit("/", 1)[-1], message=str(body)))
                 body = None

@@ -1,10 +1,11 @@
 """Prometheus: the vocabulary as prometheus_client metrics, the fleet exporter and its server.
 
 - `SnapshotCollector` is a custom prometheus_client Collector over a "latest snapshots"
-  provider: every scrape renders the newest snapshot of each node, nothing is cached twice.
+  provider: every collection renders the newest snapshot of each node.
 - `PrometheusExporter` sweeps the fleet every interval (an injected async `sweep` callable:
   the checker in production, a stub in tests) and keeps the latest verdicts plus its own
-  sweep metrics (`flow_sweep_*`).
+  sweep metrics (`flow_sweep_*`). Its `serve()` renders the fleet with the fast writer of
+  exposition.py, once per sweep, and serves that body to every scrape until the next sweep.
 - `start_metrics_server` serves a registry at `/metrics` with aiohttp on the caller's event
   loop; `serve_prometheus` is the one-call form the collector uses for `--prometheus-listen`.
 
@@ -362,6 +363,9 @@ async def serve_prometheus(
     registry: CollectorRegistry | None = None,
 ) -> MetricsServer:
     """Serve the vocabulary for whatever `provider()` returns now (the collector's own node).
+
+    `provider` is called at each scrape, in a worker thread: return a list that is not
+    mutated afterwards (replace it, don't append to it).
 
     The collector calls this once (`--prometheus-listen`) with a function returning its latest
     snapshot(s), and `await server.aclose()` on shutdown.
