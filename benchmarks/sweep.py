@@ -28,10 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from sshd_support import SshdFactory  # noqa: E402
-
 from flow.fleet.inventory import Inventory  # noqa: E402
 from flow.fleet.model import Node, Task  # noqa: E402
+from sshd_support import SshdFactory  # noqa: E402
 
 FLOW = [sys.executable, "-m", "flow.cli.main"]
 

@@ -10,7 +10,9 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _isolated_flow_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def _isolated_flow_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     for name in list(os.environ):
         if name.startswith("FLOW_"):
             monkeypatch.delenv(name, raising=False)
@@ -25,7 +27,13 @@ def flow_home(_isolated_flow_home: Path) -> Path:
 
 
 # Real OpenSSH sshd servers (tests/sshd_support.py); any part's end-to-end tests may use them.
-from sshd_support import HangingServer, SshdFactory, SshdServer, sshd_missing_reason, sshd_servers  # noqa: E402
+from sshd_support import (  # noqa: E402
+    HangingServer,
+    SshdFactory,
+    SshdServer,
+    sshd_missing_reason,
+    sshd_servers,
+)
 
 
 @pytest.fixture

@@ -202,6 +202,13 @@ def _path(value: object, *, name: str) -> Path:
     return Path(text).expanduser()
 
 
+def _remote_path(value: object, *, name: str) -> str:
+    text = str(value).strip()
+    if not text.startswith("/") or any(c in text for c in "\n\0"):
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed: an absolute path on the nodes")
+    return text
+
+
 @dataclass(frozen=True, kw_only=True)
 class Thresholds:
     """Scoring thresholds (°C, %) and the penalty each reason code takes off the score."""
@@ -294,6 +301,7 @@ class HealthSettings:
     ssh_host_key_policy: str = "accept-new"
     ssh_connect_timeout: float = 10.0
     metrics_dir: Path | None = None
+    node_metrics_dir: str = "/var/lib/flow/metrics"
 
 
 @dataclass(frozen=True)
@@ -320,6 +328,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("ssh_host_key_policy", "FLOW_SSH_HOST_KEY_POLICY", _choice(HOST_KEY_POLICIES)),
     _Setting("ssh_connect_timeout", "FLOW_SSH_CONNECT_TIMEOUT", _positive_float),
     _Setting("metrics_dir", "FLOW_METRICS_DIR", _path),
+    _Setting("node_metrics_dir", "FLOW_NODE_METRICS_DIR", _remote_path),
 )
 
 #: The environment variables flow reads, in documentation order.

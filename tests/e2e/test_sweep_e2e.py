@@ -13,12 +13,12 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sshd_support import HangingServer, KeyPair, SshdFactory, SshdServer
 
 from flow.cli.main import main
 from flow.fleet.inventory import Inventory
 from flow.fleet.model import Node, Task
 from flow.health.sim import SCENARIOS, FleetThread, start_fleet_in_thread
+from sshd_support import HangingServer, KeyPair, SshdFactory, SshdServer
 
 pytestmark = pytest.mark.slow
 

@@ -51,7 +51,7 @@ def demo_plan(nodes: int) -> list[str]:
     return every + ["healthy"] * (nodes - len(every))
 
 
-class _Server(asyncssh.SSHServer):  # type: ignore[misc]
+class _Server(asyncssh.SSHServer):
     """Key-only authentication; direct TCP forwarding allowed (GPUd's tunnel)."""
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:

@@ -1,7 +1,7 @@
 """A task's history: fetched from the nodes' collector stores over SSH, else the local store.
 
-The collector on a node keeps its snapshots in `REMOTE_METRICS_DIR` (the installer's
-`FLOW_METRICS_DIR`), laid out as `MetricsStore` lays out any store. `fetch_task_history`
+The collector on a node keeps its snapshots in `FLOW_NODE_METRICS_DIR` (default
+`/var/lib/flow/metrics`, the installer's `FLOW_METRICS_DIR` on the node), laid out as `MetricsStore` lays out any store. `fetch_task_history`
 copies the day files the window touches (SFTP) from every node of the task into a mirror store
 under `$FLOW_HOME/node-history/`, rebuilt on each fetch, so repeated fetches never duplicate.
 """
@@ -24,10 +24,7 @@ from flow.health.storage import MetricsStore, task_dirname
 from flow.health.storage.layout import day_of
 from flow.ssh import SSHOptions, SSHPool
 
-__all__ = ["REMOTE_METRICS_DIR", "HistoryFetch", "fetch_task_history", "window_days"]
-
-REMOTE_METRICS_DIR = "/var/lib/flow/metrics"
-
+__all__ = ["HistoryFetch", "fetch_task_history", "read_window", "window_days"]
 
 @dataclass(frozen=True)
 class HistoryFetch:
@@ -63,10 +60,14 @@ async def fetch_task_history(
     hours: float,
     *,
     timeout_s: float = 30.0,
-    remote_dir: str = REMOTE_METRICS_DIR,
+    remote_dir: str | None = None,
     now: datetime | None = None,
 ) -> HistoryFetch:
-    """Mirror the nodes' stores for the window; fall back to the local store when none answers."""
+    """Mirror the nodes' stores for the window; fall back to the local store when none answers.
+
+    `remote_dir` defaults to `config.health.node_metrics_dir` (FLOW_NODE_METRICS_DIR).
+    """
+    remote_dir = remote_dir or config.health.node_metrics_dir
     end = now or utcnow()
     start = end - timedelta(hours=hours)
     days = window_days(start, end)
@@ -96,7 +97,8 @@ async def fetch_task_history(
             store = MetricsStore(mirror, retention_days=config.health.retention_days,
                                  compress_after_days=config.health.compress_after_days)
             for i in range(len(targets)):
-                node_store = MetricsStore(Path(tmp) / str(i), retention_days=3650, compress_after_days=3650)
+                node_store = MetricsStore(Path(tmp) / str(i), retention_days=3650,
+                                          compress_after_days=3650)
                 store.write_snapshots(node_store.read_snapshots(task_id=task_id, start=start, end=end))
             return HistoryFetch("node", store, tuple(notes))
     local = MetricsStore(config.metrics_dir, retention_days=config.health.retention_days,
@@ -104,6 +106,8 @@ async def fetch_task_history(
     return HistoryFetch("local", local, tuple(notes))
 
 
-def read_window(store: MetricsStore, task_id: str, hours: float, now: datetime | None = None) -> list[Snapshot]:
+def read_window(
+    store: MetricsStore, task_id: str, hours: float, now: datetime | None = None
+) -> list[Snapshot]:
     end = now or utcnow()
     return list(store.read_snapshots(task_id=task_id, start=end - timedelta(hours=hours), end=end))

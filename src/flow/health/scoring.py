@@ -63,7 +63,9 @@ def status_for_score(score: int) -> HealthStatus:
 def _gpu_reasons(gpu: GpuReading, t: Thresholds) -> Iterable[Reason]:
     i = gpu.index
 
-    def reason(code: str, severity: Severity, message: str, action: str, value: float | None = None) -> Reason:
+    def reason(
+        code: str, severity: Severity, message: str, action: str, value: float | None = None
+    ) -> Reason:
         return Reason(code=code, severity=severity, gpu=i, message=message, action=action,
                       penalty=t.penalty(code), value=value)
 

@@ -14,8 +14,8 @@ matches none of them (whatever its algorithm), the key counts as changed and is 
 from __future__ import annotations
 
 import base64
-import functools
 import binascii
+import functools
 import hashlib
 import hmac
 import os

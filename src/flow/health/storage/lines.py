@@ -26,14 +26,17 @@ from flow.health.storage.locking import task_lock
 
 __all__ = [
     "CHUNK_BYTES",
+    "TS_END",
     "TS_PREFIX",
     "Line",
     "OpenDay",
     "ReadCounters",
     "decode_record",
     "fast_timestamp",
+    "gz_chunks",
     "iter_day_lines",
     "open_day",
+    "plain_chunks",
     "time_key",
 ]
 
@@ -43,7 +46,7 @@ _GZ_IN_BYTES = 256 * 1024
 # 24-byte timestamp: a window test can skip a line without decoding it.
 TS_PREFIX = b'{"schema":%d,"timestamp":"' % SCHEMA_VERSION
 _TS_LEN = 24
-_TS_END = len(TS_PREFIX) + _TS_LEN
+TS_END = len(TS_PREFIX) + _TS_LEN  # where the timestamp's closing quote is
 
 
 @dataclass
@@ -118,7 +121,7 @@ def open_day(files: DayFiles) -> OpenDay:
     return OpenDay(files=files, gz=gz, plain=plain)
 
 
-def _gz_chunks(f: BinaryIO, counters: ReadCounters, where: str) -> Iterator[bytes]:
+def gz_chunks(f: BinaryIO, counters: ReadCounters, where: str) -> Iterator[bytes]:
     """Decompressed bytes of a (multi-member) gzip file; a damaged or truncated tail ends it
     quietly after everything before it was returned, and is counted once."""
     decomp = zlib.decompressobj(wbits=31)
@@ -149,7 +152,7 @@ def _gz_chunks(f: BinaryIO, counters: ReadCounters, where: str) -> Iterator[byte
         counters.corrupt(f"{where}: truncated gzip data")
 
 
-def _plain_chunks(f: BinaryIO, skip: int) -> Iterator[bytes]:
+def plain_chunks(f: BinaryIO, skip: int) -> Iterator[bytes]:
     if skip:
         f.seek(skip, os.SEEK_SET)
     while True:
@@ -183,14 +186,14 @@ def iter_day_lines(day: OpenDay, counters: ReadCounters, *, start_offset: int = 
     if day.gz is not None:
         where = str(day.files.gz)
         if start_offset == 0:
-            for line in _split(_gz_chunks(day.gz, counters, where), 0, plain=False):
+            for line in _split(gz_chunks(day.gz, counters, where), 0, plain=False):
                 yield line
                 base = line.end
         else:
             # Skip what the cursor already consumed without splitting it into lines.
             gz_len = 0
             pending: list[bytes] = []
-            for chunk in _gz_chunks(day.gz, counters, where):
+            for chunk in gz_chunks(day.gz, counters, where):
                 if gz_len + len(chunk) > start_offset:
                     pending.append(chunk[max(0, start_offset - gz_len):])
                 gz_len += len(chunk)
@@ -199,17 +202,17 @@ def iter_day_lines(day: OpenDay, counters: ReadCounters, *, start_offset: int = 
             base = gz_len
     if day.plain is not None:
         skip = max(0, start_offset - base)
-        yield from _split(_plain_chunks(day.plain, skip), base + skip, plain=True)
+        yield from _split(plain_chunks(day.plain, skip), base + skip, plain=True)
 
 
 def fast_timestamp(data: bytes) -> bytes | None:
     """The line's timestamp (`YYYY-MM-DDTHH:MM:SS.mmmZ`) read without decoding, or None."""
     if (
         data.startswith(TS_PREFIX)
-        and data[_TS_END : _TS_END + 1] == b'"'
-        and data[_TS_END - 1 : _TS_END] == b"Z"
+        and data[TS_END : TS_END + 1] == b'"'
+        and data[TS_END - 1 : TS_END] == b"Z"
     ):
-        return data[len(TS_PREFIX) : _TS_END]
+        return data[len(TS_PREFIX) : TS_END]
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from itertools import pairwise
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,67 @@ import orjson
 
 from flow.health.storage.layout import DayFiles, day_of, list_days, task_id_from_dirname
 from flow.health.storage.lines import (
+    TS_END,
+    TS_PREFIX,
+    OpenDay,
     ReadCounters,
     decode_record,
-    fast_timestamp,
+    gz_chunks,
     iter_day_lines,
     open_day,
+    plain_chunks,
     time_key,
 )
 
 __all__ = ["day_window", "dir_records", "dir_task_id"]
+
+
+def _scan(
+    buf: bytes, hi: int, counters: ReadCounters, where: str, start_key: bytes, end_key: bytes | None
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, line) of the lines in `buf[:hi]` (whole lines) inside the window.
+
+    A line with the timestamp prefix is judged by it and, when outside the window, skipped
+    without being copied: a 1 h query over today's file touches only the last hour's lines.
+    """
+    prefix_len = len(TS_PREFIX)
+    pos = 0
+    while pos < hi:
+        nl = buf.find(b"\n", pos, hi)
+        if nl < 0:
+            nl = hi
+        if (nl - pos > TS_END and buf.startswith(TS_PREFIX, pos)
+                and buf[pos + TS_END - 1 : pos + TS_END + 1] == b'Z"'):
+            key = buf[pos + prefix_len : pos + TS_END]
+            if key >= start_key and (end_key is None or key < end_key):
+                yield key, buf[pos:nl]
+        elif nl > pos:  # an empty line is the newline that closed a torn one: nothing to count
+            data = buf[pos:nl]
+            rec = decode_record(data)
+            if rec is None:
+                counters.corrupt(f"{where}: a line that is not a snapshot")
+            elif rec[1] >= start_key and (end_key is None or rec[1] < end_key):
+                yield rec[1], data
+        pos = nl + 1
+
+
+def _window_lines(
+    day: OpenDay, counters: ReadCounters, start_key: bytes, end_key: bytes | None
+) -> Iterator[tuple[bytes, bytes]]:
+    parts: list[tuple[Iterator[bytes], str]] = []
+    if day.gz is not None:
+        parts.append((gz_chunks(day.gz, counters, str(day.files.gz)), str(day.files.gz)))
+    if day.plain is not None:
+        parts.append((plain_chunks(day.plain, 0), str(day.files.plain)))
+    for chunks, where in parts:
+        rest = b""
+        for chunk in chunks:
+            buf = rest + chunk if rest else chunk
+            cut = buf.rfind(b"\n") + 1
+            yield from _scan(buf, cut, counters, where, start_key, end_key)
+            rest = buf[cut:]
+        if rest:  # a last line with no newline: whole if it decodes, else torn (and counted)
+            yield from _scan(rest, len(rest), counters, where, start_key, end_key)
 
 
 def day_window(
@@ -33,30 +86,11 @@ def day_window(
 ) -> list[tuple[bytes, bytes]]:
     """The day's (timestamp key, line) inside [start, end), time-ordered, still encoded:
     decoding them one at a time keeps memory to the raw bytes of one day's window."""
-    batch: list[tuple[bytes, bytes]] = []
-    ordered = True
-    prev = b""
     with open_day(files) as od:
-        for line in iter_day_lines(od, counters):
-            data = line.data
-            if not data:
-                continue  # an empty line is the newline that closed a torn one
-            key = fast_timestamp(data)
-            if key is None:
-                rec = decode_record(data)
-                if rec is None:
-                    where = files.plain if line.plain else files.gz
-                    counters.corrupt(f"{where}: offset {line.start}")
-                    continue
-                key = rec[1]
-            if key < start_key or (end_key is not None and key >= end_key):
-                continue
-            if key < prev:
-                ordered = False
-            else:
-                prev = key
-            batch.append((key, data))
-    if not ordered:  # late or clock-skewed writes; the sort is stable, ties keep file order
+        batch = list(_window_lines(od, counters, start_key, end_key))
+    keys = [key for key, _ in batch]
+    if any(a > b for a, b in pairwise(keys)):
+        # Late or clock-skewed writes; the sort is stable, so ties keep file order.
         batch.sort(key=itemgetter(0))
     return batch
 

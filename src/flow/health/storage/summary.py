@@ -68,10 +68,6 @@ def _time(moment: datetime | None) -> str | None:
     return format_time(moment) if moment is not None else None
 
 
-_ECC_KEYS = ("ecc_volatile_corrected", "ecc_volatile_uncorrected", "ecc_aggregate_corrected",
-             "ecc_aggregate_uncorrected")
-
-
 class GpuSample(NamedTuple):
     gpu_index: int
     temp_c: float | None
@@ -143,15 +139,7 @@ class Sample:
         if isinstance(raw_gpus, list):
             for g in raw_gpus:
                 if isinstance(g, Mapping):
-                    # The common types take the short way: this loop is most of a summary's time.
-                    index, temp, util = g.get("index"), g.get("temp_c"), g.get("util_gpu_pct")
-                    ecc = [g.get(k) for k in _ECC_KEYS]
-                    gpus.append(GpuSample(
-                        index if type(index) is int else (_int(index) or 0),
-                        temp if type(temp) is float else _num(temp),
-                        util if type(util) is float else _num(util),
-                        *[v if type(v) is int else _int(v) for v in ecc],
-                    ))
+                    gpus.append(_gpu_sample(g))
         xids: set[tuple[int, str | None, str | None]] = set()
         raw_xids = d.get("xids")
         if isinstance(raw_xids, list):
@@ -165,6 +153,24 @@ class Sample:
                     ))
         return cls(time=parse_time(ts), task_name=str(d.get("task_name") or ""), status=status,
                    score=score, reasons=reasons, gpus=tuple(gpus), xids=frozenset(xids))
+
+
+def _gpu_sample(g: Mapping[str, Any]) -> GpuSample:
+    # The common types take the short way: this runs for every GPU of every snapshot read,
+    # and is most of a summary's time after JSON decoding.
+    get = g.get
+    index, temp, util = get("index"), get("temp_c"), get("util_gpu_pct")
+    vc, vu = get("ecc_volatile_corrected"), get("ecc_volatile_uncorrected")
+    ac, au = get("ecc_aggregate_corrected"), get("ecc_aggregate_uncorrected")
+    return GpuSample(
+        index if type(index) is int else (_int(index) or 0),
+        temp if type(temp) is float else _num(temp),
+        util if type(util) is float else _num(util),
+        vc if type(vc) is int else _int(vc),
+        vu if type(vu) is int else _int(vu),
+        ac if type(ac) is int else _int(ac),
+        au if type(au) is int else _int(au),
+    )
 
 
 def _gpu_name(index: int | None) -> str | None:
