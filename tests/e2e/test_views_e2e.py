@@ -150,3 +150,41 @@ def test_demo_shows_every_kind_of_node_as_a_new_user_would(tmp_path: Path) -> No
     assert "Nodes: 17" in out and "Issues" in out
     assert "\x1b[" not in out  # NO_COLOR / not a TTY: plain text
     assert not list(tmp_path.glob(".flow*"))  # nothing written to the real home
+
+
+@pytest.mark.slow
+def test_watch_resweeps_and_shows_what_changed(
+    flow_home: Path, isolated_home: Path, sshd: SshdServer,
+) -> None:
+    import select
+    import signal
+    import time
+
+    from flow.health.sim import start_fleet_in_thread
+
+    fleet = start_fleet_in_thread(1)
+    try:
+        node = Node(host=sshd.host, port=sshd.port, user=sshd.user, identity_file=str(sshd.client_key.path))
+        Inventory(flow_home / "tasks.yaml", [Task(id=TASK_ID, name="watched", nodes=(node,),
+                                                  instance_type="h100.8xlarge",
+                                                  gpud_port=fleet.nodes[0].port)]).save()
+        env = {**os.environ, "NO_COLOR": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "flow.cli.main", "health", "--gpu", "--watch", "1",
+                                 "--timeout", "5"], env=env, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 90
+        stopped_gpud = False
+        while time.monotonic() < deadline and "healthy → unknown" not in seen:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                seen += proc.stdout.readline()
+            if not stopped_gpud and "Changes since the last sweep: none" in seen:
+                fleet.stop()  # GPUd goes away between two sweeps
+                stopped_gpud = True
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
+        assert "healthy → unknown" in seen, seen[-3000:]
+        assert proc.returncode == 0
+    finally:
+        fleet.stop()
