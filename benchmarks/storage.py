@@ -4,9 +4,9 @@ same summary done the naive way (read every line of every file, keep the task's)
     .venv/bin/python benchmarks/storage.py                       # 200 tasks x 3 days, 1/min
     .venv/bin/python benchmarks/storage.py --tasks 40 --days 1   # a quick run
 
-The store is built twice as big in one run: first `--small-tasks` tasks, measured, then the
-rest added and measured again, to show that one task's query does not grow with the fleet while
-the naive scan does. Snapshots are realistic 8-GPU records built with the Snapshot model and
+Two stores are built, of `--small-tasks` and of `--tasks` tasks, and the same task's queries
+are timed on both in turn, to show that one task's query does not grow with the fleet while the
+naive scan does. Snapshots are realistic 8-GPU records built with the Snapshot model and
 scored with score_snapshot: a pool of varied templates is encoded once, then each line is the
 template's bytes with its timestamp and task spliced in (the build would otherwise spend most
 of its time building dataclasses). Days before today are compressed as the store does it.
@@ -16,6 +16,7 @@ Figures are with a warm page cache. See docs/storage.md for recorded results.
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import multiprocessing
 import os
@@ -198,13 +199,19 @@ def build(store: MetricsStore, factory: LineFactory, stamps: list[str], tasks: r
 # -- the measurements --------------------------------------------------------------------------
 
 def timed(fn: Callable[[], T], repeat: int) -> tuple[float, T]:
-    """Median seconds of `repeat` runs, and the last result."""
+    """Median seconds of `repeat` runs, and the last result. As timeit does, the garbage
+    collector is off while timing: its passes land on whichever call happens to trigger them."""
     times: list[float] = []
     result: T
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - t0)
+        finally:
+            gc.enable()
     return statistics.median(times), result
 
 
@@ -250,27 +257,42 @@ def api_write_throughput(root: Path, factory: LineFactory, count: int) -> tuple[
     return one_by_one, batched
 
 
-def measure(store: MetricsStore, task: str, repeat: int, naive: bool) -> dict[str, float]:
-    agg = MetricsAggregator(store)
+def measure(stores: dict[int, MetricsStore], task: str, repeat: int) -> dict[int, dict[str, float]]:
+    """Median times per store size, the sizes measured in turn within each round so that a
+    change in machine load hits them alike."""
+    times: dict[int, dict[str, list[float]]] = {n: {"read": [], "summary": [], "fleet": []} for n in stores}
+    counts: dict[int, dict[str, float]] = {n: {} for n in stores}
     start = NOW - timedelta(hours=24)
-    read_s, got = timed(lambda: sum(1 for _ in store.read_snapshots(task, start, NOW)), repeat)
-    summary_s, summary = timed(lambda: agg.get_task_summary(task, 24, now=NOW), repeat)
-    fleet_s, fleet = timed(lambda: agg.get_fleet_summary(1, now=NOW), max(1, repeat // 2))
-    out = {"read_s": read_s, "read_n": float(got), "summary_s": summary_s,
-           "summary_n": float(summary.snapshots), "fleet_s": fleet_s, "fleet_n": float(fleet.totals.tasks)}
-    if naive:
-        naive_s, naive_result = timed(lambda: naive_summary(store.root, task, 24), 1)
-        if naive_result.to_dict() != summary.to_dict():
-            raise SystemExit("naive and store summaries differ: the benchmark is wrong")
-        out["naive_s"] = naive_s
-    return out
+    for store in stores.values():  # warm up: page cache, first-call costs
+        MetricsAggregator(store).get_task_summary(task, 24, now=NOW)
+    for _ in range(repeat):
+        for size, store in stores.items():
+            agg = MetricsAggregator(store)
+            read_s, got = timed(lambda s=store: sum(1 for _ in s.read_snapshots(task, start, NOW)), 1)
+            summary_s, summary = timed(lambda a=agg: a.get_task_summary(task, 24, now=NOW), 1)
+            fleet_s, fleet = timed(lambda a=agg: a.get_fleet_summary(1, now=NOW), 1)
+            times[size]["read"].append(read_s)
+            times[size]["summary"].append(summary_s)
+            times[size]["fleet"].append(fleet_s)
+            counts[size] = {"read_n": float(got), "summary_n": float(summary.snapshots),
+                            "fleet_n": float(fleet.totals.tasks)}
+    return {size: {**{f"{k}_s": statistics.median(v) for k, v in times[size].items()}, **counts[size]}
+            for size in stores}
+
+
+def naive(store: MetricsStore, task: str) -> float:
+    seconds, result = timed(lambda: naive_summary(store.root, task, 24), 1)
+    expected = MetricsAggregator(store).get_task_summary(task, 24, now=NOW)
+    if result.to_dict() != expected.to_dict():
+        raise SystemExit("naive and store summaries differ: the benchmark is wrong")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=200, help="tasks in the full store (default 200)")
+    parser.add_argument("--tasks", type=int, default=200, help="tasks in the big store (default 200)")
     parser.add_argument("--small-tasks", type=int, default=20,
-                        help="tasks in the first, smaller store (default 20)")
+                        help="tasks in the smaller store (default 20)")
     parser.add_argument("--days", type=int, default=3, help="days of history per task (default 3)")
     parser.add_argument("--interval-s", type=int, default=60, help="seconds between snapshots (default 60)")
     parser.add_argument("--compress-after-days", type=int, default=0,
@@ -286,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.small_tasks <= args.tasks or args.days < 1 or args.interval_s < 1:
         parser.error("need 0 < --small-tasks <= --tasks, --days >= 1, --interval-s >= 1")
 
-    base = Path(tempfile.mkdtemp(prefix="flow-bench-", dir=args.dir))
+    base = Path(tempfile.mkdtemp(prefix="flow-storage-bench-", dir=args.dir))
     try:
         return run(args, base)
     finally:
@@ -316,43 +338,37 @@ def run(args: argparse.Namespace, base: Path) -> int:
     store = MetricsStore(base / "metrics", 7, args.compress_after_days, auto_cleanup=False,
                          clock=lambda: NOW)
     task = task_name(0)
-    rows: list[tuple[int, dict[str, float]]] = []
-    built = 0
-    for size, span in ((args.small_tasks, range(0, args.small_tasks)),
-                       (args.tasks, range(args.small_tasks, args.tasks))):
-        if not span:
-            continue
+    stores: dict[int, MetricsStore] = {}
+    for size in sorted({args.small_tasks, args.tasks}):
+        store = MetricsStore(base / f"metrics-{size}", 7, args.compress_after_days, auto_cleanup=False,
+                             clock=lambda: NOW)
         t0 = time.perf_counter()
-        n = build(store, factory, stamps, span, args.jobs)
+        n = build(store, factory, stamps, range(size), args.jobs)
         elapsed = time.perf_counter() - t0
-        built += n
         stats = store.stats(scan=False)
-        print(f"\nbuilt {size} tasks x {args.days} d at 1/{args.interval_s}s: +{n:,} snapshots in "
-              f"{elapsed:.1f} s ({n / elapsed:,.0f} snapshots/s, {args.jobs} processes, bulk write_lines + "
-              f"compression); store: {stats.files} files ({stats.compressed_files} .gz), "
-              f"{stats.bytes / 2**20:,.0f} MiB")
-        result = measure(store, task, args.repeat, not args.no_naive)
-        rows.append((size, result))
-        print(f"  read_snapshots(1 task, 24 h): {result['read_s'] * 1000:.1f} ms "
-              f"({result['read_n']:.0f} snapshots)")
-        print(f"  get_task_summary(task, 24):   {result['summary_s'] * 1000:.1f} ms")
-        print(f"  get_fleet_summary(1):         {result['fleet_s'] * 1000:.1f} ms "
-              f"({result['fleet_n']:.0f} tasks)")
-        if "naive_s" in result:
-            print(f"  naive scan, same summary:     {result['naive_s']:.2f} s "
-                  f"-> the store is {result['naive_s'] / result['summary_s']:,.0f}x faster")
+        print(f"built {size} tasks x {args.days} d at 1/{args.interval_s}s: {n:,} snapshots in "
+              f"{elapsed:.1f} s "
+              f"({n / elapsed:,.0f} snapshots/s: bulk write_lines + compression, {args.jobs} processes); "
+              f"{stats.files} files ({stats.compressed_files} .gz), {stats.bytes / 2**20:,.0f} MiB")
+        stores[size] = store
 
-    print("\nsummary")
-    print(f"  {'tasks':>5}  {'snapshots':>10}  {'read 24h':>9}  {'summary 24h':>11}  "
-          f"{'fleet 1h':>9}  {'naive':>8}  {'ratio':>6}")
-    for size, r in rows:
-        naive = f"{r['naive_s']:7.2f}s" if "naive_s" in r else "-"
-        ratio = f"{r['naive_s'] / r['summary_s']:5.0f}x" if "naive_s" in r else "-"
-        print(f"  {size:>5}  {size * len(stamps):>10,}  {r['read_s'] * 1000:7.1f}ms  "
-              f"{r['summary_s'] * 1000:9.1f}ms  {r['fleet_s'] * 1000:7.0f}ms  {naive:>8}  {ratio:>6}")
-    if len(rows) == 2:
-        flat = rows[1][1]["summary_s"] / rows[0][1]["summary_s"]
-        print(f"  one task's summary, {rows[1][0]} vs {rows[0][0]} tasks: x{flat:.2f} (flat is x1.00)")
+    results = measure(stores, task, args.repeat)
+    for size, store in stores.items():
+        if not args.no_naive:
+            results[size]["naive_s"] = naive(store, task)
+    print(f"\nqueries for {task} (median of {args.repeat}; naive: once)")
+    print(f"  {'tasks':>5}  {'snapshots':>10}  {'read_snapshots 24h':>18}  {'get_task_summary 24h':>20}  "
+          f"{'get_fleet_summary 1h':>20}  {'naive summary':>13}  {'naive/store':>11}")
+    for size, r in results.items():
+        naive_s = f"{r['naive_s']:.2f} s" if "naive_s" in r else "-"
+        ratio = f"{r['naive_s'] / r['summary_s']:.0f}x" if "naive_s" in r else "-"
+        print(f"  {size:>5}  {size * len(stamps):>10,}  {r['read_s'] * 1000:15.1f} ms  "
+              f"{r['summary_s'] * 1000:17.1f} ms  {r['fleet_s'] * 1000:17.1f} ms  {naive_s:>13}  {ratio:>11}")
+    if len(results) == 2:
+        small, big = (results[n] for n in sorted(results))
+        print(f"  one task's 24 h summary, {max(results)} vs {min(results)} tasks: "
+              f"x{big['summary_s'] / small['summary_s']:.2f} (flat is x1.00); read_snapshots: "
+              f"x{big['read_s'] / small['read_s']:.2f}")
     return 0
 
 

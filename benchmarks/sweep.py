@@ -67,6 +67,8 @@ def run_flow(home: Path, env_home: Path, timeout_s: float) -> tuple[float, dict[
 
 
 def run_baseline(servers: list, ports: list[int], key: Path, known_hosts: Path, parallel: int) -> float:
+    errors: list[str] = []
+
     def one(i: int) -> int:
         s = servers[i]
         cmd = ["ssh", "-p", str(s.port), "-i", str(key), "-l", s.user, "-o", "BatchMode=yes",
@@ -74,14 +76,17 @@ def run_baseline(servers: list, ports: list[int], key: Path, known_hosts: Path, 
                "-o", "LogLevel=ERROR", "127.0.0.1",
                f"curl -sk https://127.0.0.1:{ports[i]}/v1/states"]
         proc = subprocess.run(cmd, capture_output=True, timeout=120)
-        return proc.returncode if proc.stdout.startswith(b"[") else 1
+        if proc.returncode == 0 and proc.stdout.startswith(b"["):
+            return 0
+        errors.append(f"rc={proc.returncode} stdout={proc.stdout[:80]!r} stderr={proc.stderr[-300:]!r}")
+        return 1
 
     start = time.perf_counter()
     with ThreadPoolExecutor(parallel) as pool:
         failures = sum(1 for rc in pool.map(one, range(len(servers))) if rc != 0)
     elapsed = time.perf_counter() - start
     if failures:
-        print(f"  baseline: {failures} nodes failed", file=sys.stderr)
+        print(f"  baseline: {failures} nodes failed; first: {errors[0]}", file=sys.stderr)
     return elapsed
 
 

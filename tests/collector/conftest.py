@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
+
 from collector.receiver import Receiver
 
 
@@ -15,3 +17,12 @@ def receiver() -> Iterator[Receiver]:
         yield rx
     finally:
         rx.close()
+
+
+@pytest.fixture(autouse=True)
+def _restore_flow_logger() -> Iterator[None]:
+    """`flow health collect` configures the `flow` logger for stderr; undo it after each test."""
+    logger = logging.getLogger("flow")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved

@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from collector.daemon import Gpud, InProcessDaemon, wait_for
 from collector.test_nvml import fake_nvml
-
 from flow.cli.main import main
 from flow.health.collector import Collector, CollectorSettings, next_deadline
 from flow.health.nvml import NvmlReader

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from collector.daemon import Gpud, python_env, stored_ids, wait_for
 from collector.receiver import Receiver
 
@@ -102,8 +103,8 @@ def test_prometheus_listen_serves_the_latest_snapshot(tmp_path: Path) -> None:
 
     gpud = Gpud(gpu_count=2)
     port = _free_port()
-    env = python_env(FLOW_HOME=str(tmp_path / "home"), FLOW_GPUD_PORT=str(gpud.port), FLOW_TASK_ID="task-prom",
-                     FLOW_METRICS_INTERVAL="1")
+    env = python_env(FLOW_HOME=str(tmp_path / "home"), FLOW_GPUD_PORT=str(gpud.port),
+                     FLOW_TASK_ID="task-prom", FLOW_METRICS_INTERVAL="1")
     log = tmp_path / "collector.log"
     with open(log, "ab") as err:
         proc = subprocess.Popen([sys.executable, "-m", "flow.health.collector", "--prometheus-listen",
@@ -124,3 +125,47 @@ def test_prometheus_listen_serves_the_latest_snapshot(tmp_path: Path) -> None:
             proc.wait(10)
         gpud.close()
     assert f"serving Prometheus metrics at http://127.0.0.1:{port}/metrics" in log.read_text()
+
+
+@pytest.mark.slow
+def test_config_sinks_are_streamed_with_their_own_cursor(tmp_path: Path) -> None:
+    """A `health.sinks` Pushgateway (Debian's real one) fed by the daemon, beside nothing else."""
+    import shutil
+
+    import httpx
+
+    binary = shutil.which("prometheus-pushgateway")
+    if binary is None:
+        pytest.skip("prometheus-pushgateway is not installed")
+    gpud = Gpud(gpu_count=2)
+    push_port = _free_port()
+    push = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{push_port}",
+                             f"--persistence.file={tmp_path / 'pg'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.yaml").write_text(
+        f"health:\n  sinks:\n    pushgateway: {{url: 'http://127.0.0.1:{push_port}'}}\n")
+    env = python_env(FLOW_HOME=str(home), FLOW_GPUD_PORT=str(gpud.port), FLOW_TASK_ID="task-push",
+                     FLOW_METRICS_INTERVAL="1")
+    log = tmp_path / "collector.log"
+    proc = _start(env, log)
+    try:
+        def pushed() -> bool:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{push_port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return False
+            return 'task_id="task-push"' in text
+        wait_for(pushed, what="the node's metrics on the Pushgateway")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        for p in (proc, push):
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        gpud.close()
+    cursor = home / "metrics" / ".collector" / "stream-cursor-pushgateway.json"
+    assert cursor.exists()
+    assert "Traceback" not in log.read_text()

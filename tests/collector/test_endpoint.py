@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from collector.receiver import Receiver
 
+from collector.receiver import Receiver
 from flow.health.snapshot import Snapshot
 from flow.health.streaming.endpoint import EndpointSink, TokenSource, redact_url
 from flow.health.streaming.sink import DeliveryError

@@ -171,3 +171,15 @@ def test_fast_path_equals_decode_and_reencode(snap: Snapshot) -> None:
     fast = record_from_line(line)
     assert orjson.loads(fast) == record_from_dict(orjson.loads(line))
     assert line_identity(line) == (snap.task_id, snap.node, orjson.loads(line)["timestamp"])
+
+
+def test_a_key_from_a_newer_writer_takes_the_slow_path() -> None:
+    snap = _snapshot()
+    for extra in (b',"labels":{"team":"ml"}}', b',"verdict2":null}'):
+        line = snap.to_json()[:-1] + extra  # appended after "verdict"
+        assert payload._split(line) is None
+        assert orjson.loads(record_from_line(line)) == to_record(snap)
+    host_at = snap.to_json().index(b',"components":')
+    inserted = snap.to_json()[:host_at] + b',"rack":"r1"' + snap.to_json()[host_at:]  # after "host"
+    assert payload._split(inserted) is None
+    assert orjson.loads(record_from_line(inserted)) == to_record(snap)

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+
 from collector.daemon import Gpud, InProcessDaemon, stored_ids, wait_for
 from collector.receiver import Receiver
-
 from flow.health.collector import Collector, CollectorSettings, default_cursor_path
 from flow.health.snapshot import Snapshot
 from flow.health.storage.store import MetricsStore

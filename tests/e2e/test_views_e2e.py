@@ -10,7 +10,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-from sshd_support import SshdServer
 
 from flow.cli.main import main
 from flow.fleet.inventory import Inventory
@@ -18,6 +17,7 @@ from flow.fleet.model import Node, Task
 from flow.health.scoring import score_snapshot
 from flow.health.snapshot import GpudStatus, GpuReading, Snapshot, utcnow
 from flow.health.storage import MetricsStore
+from sshd_support import SshdServer
 
 TASK_ID = "task-hist01"
 

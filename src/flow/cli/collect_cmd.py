@@ -151,9 +151,9 @@ def _config_sinks(config: Config) -> dict[str, BatchSink]:
     if not config.sinks:
         return {}
     from flow.health.sinks import build_sinks
-    from flow.health.sinks.streaming_adapter import BatchSinkAdapter
+    from flow.health.streaming.sink_bridge import SinkBridge
 
-    return {sink.name: BatchSinkAdapter(sink) for sink in build_sinks(config)}
+    return {sink.name: SinkBridge(sink) for sink in build_sinks(config)}
 
 
 async def _once(settings: CollectorSettings, *, store: bool) -> Any:
@@ -189,4 +189,4 @@ async def _daemon(settings: CollectorSettings, listen: tuple[str, int] | None,
 
 def run_standalone(argv: Sequence[str] | None = None) -> int:
     """`flow-metrics-streamer` and `python -m flow.health.collector`: `collect` as the whole command."""
-    return run_cli(collect, argv)
+    return run_cli(collect, argv, prog_name="flow-metrics-streamer")

@@ -13,7 +13,7 @@ import orjson
 from flow.config import Config, load_config
 from flow.errors import FlowError
 
-__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "fail", "get_config", "print_json", "run_cli"]
+__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "fail", "get_config", "print_json", "raise_open_file_limit", "run_cli"]
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -31,6 +31,20 @@ def get_config(ctx: click.Context | None = None) -> Config:
     return config
 
 
+def raise_open_file_limit() -> None:
+    """Lift the soft open-files limit to the hard one: a sweep holds ~3 sockets per node, and
+    the common default soft limit of 1024 would cap a sweep near 300 nodes."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                        else max(soft, 65536), hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not fatal: the sweep reports the nodes it could not open sockets for
+
+
 def print_json(doc: Mapping[str, Any]) -> None:
     """One indented JSON document on stdout."""
     sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
@@ -45,11 +59,11 @@ def fail(message: str, *, hint: str | None = None, code: int = EXIT_USAGE) -> No
     sys.exit(code)
 
 
-def run_cli(group: click.Command, argv: Sequence[str] | None = None) -> int:
+def run_cli(group: click.Command, argv: Sequence[str] | None = None, *, prog_name: str = "flow") -> int:
     """Run a click command, mapping FlowError to ERROR/HINT lines and its exit code."""
     try:
         # Without standalone mode click returns ctx.exit()'s code instead of exiting.
-        result = group.main(args=list(argv) if argv is not None else None, prog_name="flow",
+        result = group.main(args=list(argv) if argv is not None else None, prog_name=prog_name,
                             standalone_mode=False)
     except FlowError as exc:
         click.echo(f"ERROR: {exc.message}", err=True)

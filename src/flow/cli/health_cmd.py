@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config, print_json
+from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config, print_json, raise_open_file_limit
 from flow.cli.lazy import LazyGroup
 from flow.config import FAIL_ON_CHOICES, Config
 from flow.errors import ConfigError
@@ -94,6 +94,7 @@ def _sweep(checker: Checker, tasks: Sequence[Task], config: Config, *, show_prog
     from flow.health.checker import targets_for
 
     targets = targets_for(tasks, config)
+    raise_open_file_limit()
     if not show_progress:
         return asyncio.run(checker.sweep(targets))
     err = _console(stderr=True)

@@ -8,6 +8,7 @@ import signal
 
 import click
 
+from flow.cli.common import raise_open_file_limit
 from flow.health.sim import (
     DEFAULT_GPU_COUNT,
     DEFAULT_GPU_MODEL,
@@ -82,6 +83,7 @@ def sim(nodes: int, base_port: int, scenario: str, gpud_version: str, gpus: int,
     fleet = SimFleet(nodes, base_port=base_port, scenario=scenario, gpud_version=gpud_version,
                      gpu_model=gpu_model, gpu_count=gpus, seed=seed, slow_delay_s=slow_delay_s, host=host)
     try:
+        raise_open_file_limit()
         asyncio.run(_serve(fleet))
     except OSError as exc:
         raise click.ClickException(str(exc)) from None

@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,8 +172,13 @@ class _DaemonLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """Raises FlowError when another collector holds it or it cannot be created."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: cannot create the collector's lock: {exc.strerror or exc}",
+                               path=self.path) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -225,6 +231,7 @@ class Collector:
         self._wakes: list[asyncio.Event] = []
         self._writing: asyncio.Future[None] | None = None
         self._next_cleanup: float | None = None
+        self._cleanup_thread: threading.Thread | None = None
 
     def _make_gpud(self) -> GpudReader | None:
         if not self.settings.gpud_url:
@@ -375,7 +382,7 @@ class Collector:
             except Exception as exc:
                 # One bad cycle (a bug in an adapter, a psutil surprise) must not end the daemon.
                 log.exception("collection cycle failed: %s", exc)
-            await self._maybe_cleanup()
+            self._maybe_cleanup()
             deadline, missed = next_deadline(deadline, self._clock(), interval)
             if missed:
                 self.skipped_ticks += missed
@@ -390,13 +397,26 @@ class Collector:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, deadline - self._clock()))
 
-    async def _maybe_cleanup(self) -> None:
+    def _maybe_cleanup(self) -> None:
+        """Start retention (hourly, and at start-up) in a thread of its own.
+
+        Compressing a day of 1 s samples takes seconds: it must not hold up the schedule, and
+        a daemon thread does not hold up shutdown either (an interrupted compression leaves
+        only a temporary file, which the next cleanup removes).
+        """
         now = self._clock()
         if self._next_cleanup is not None and now < self._next_cleanup:
             return
+        if self._cleanup_thread is not None and self._cleanup_thread.is_alive():
+            return
         self._next_cleanup = now + CLEANUP_EVERY.total_seconds()
+        self._cleanup_thread = threading.Thread(target=self._cleanup_logged, name="flow-retention",
+                                                daemon=True)
+        self._cleanup_thread.start()
+
+    def _cleanup_logged(self) -> None:
         try:
-            await asyncio.to_thread(self._cleanup)
+            self._cleanup()
         except Exception as exc:  # housekeeping never costs a sample
             log.warning("retention cleanup failed: %s", exc)
 

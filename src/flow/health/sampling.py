@@ -147,7 +147,8 @@ class Sampler:
             log.warning("NVML read failed: %s", exc)
             await asyncio.to_thread(reader.close)
             self._nvml_next_try = self._clock() + NVML_RETRY_S
-            return replace(snap, gpud=replace(gpud, error=f"{gpud.error or 'no answer'}; NVML read failed: {exc}"))
+            error = f"{gpud.error or 'no answer'}; NVML read failed: {exc}"
+            return replace(snap, gpud=replace(gpud, error=error))
         status = reader.status(gpu_product=gpus[0].model if gpus else None, error=why)
         return replace(snap, gpus=gpus, gpud=status, components=(), events=(), xids=(), read_errors=())
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from flow.health.storage.layout import to_utc
+from flow.health.storage.sample import Sample
 from flow.health.storage.store import MetricsStore
-from flow.health.storage.summary import (
-    FleetSummary,
-    Sample,
-    TaskSummary,
-    summarize_fleet,
-    summarize_task,
-)
+from flow.health.storage.summary import FleetSummary, TaskSummary, summarize_fleet, summarize_task
 
 __all__ = ["MetricsAggregator"]
 
