@@ -13,7 +13,16 @@ import orjson
 from flow.config import Config, load_config
 from flow.errors import FlowError
 
-__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_USAGE", "fail", "get_config", "print_json", "raise_open_file_limit", "run_cli"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "EXIT_USAGE",
+    "fail",
+    "get_config",
+    "print_json",
+    "raise_open_file_limit",
+    "run_cli",
+]
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
