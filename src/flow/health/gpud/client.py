@@ -121,16 +121,34 @@ def _error_body(body: Any) -> str | None:
     return None
 
 
-_CORE_READINGS = ("temp_c", "util_gpu_pct", "mem_total_bytes", "power_w")
+#: Components whose per-GPU blobs carry the core readings (temperature, use, memory, power).
+_CORE_COMPONENTS = ("accelerator-nvidia-temperature", "accelerator-nvidia-utilization",
+                    "accelerator-nvidia-memory", "accelerator-nvidia-power")
 
 
-def _has_gaps(snapshot: Snapshot, states: Any) -> bool:
-    """True when GPU readings are missing that /v1/metrics may hold."""
-    if not snapshot.gpus:
-        # No GPU from the states: metrics may still name some (v0.4), if NVML components exist.
-        return any(isinstance(c, Mapping) and str(c.get("component", "")).startswith("accelerator-nvidia")
-                   for c in states)
-    return any(getattr(gpu, name) is None for gpu in snapshot.gpus for name in _CORE_READINGS)
+def _has_gaps(states: Any) -> bool:
+    """True when /v1/metrics may hold GPU readings the states' blobs lack.
+
+    Looked up on the raw answer (no parsing): a GPU machine whose core NVIDIA components are
+    missing or carry no `extra_info["data"]` blob (v0.4, a component still initialising).
+    """
+    blobs: dict[str, bool] = {}
+    gpu_machine = False
+    for entry in states if isinstance(states, list) else ():
+        if not isinstance(entry, Mapping):
+            continue
+        name = str(entry.get("component", ""))
+        if not name.startswith("accelerator-nvidia"):
+            continue
+        gpu_machine = True
+        if name in _CORE_COMPONENTS:
+            found = False
+            for state in entry.get("states") or ():
+                extra = state.get("extra_info") if isinstance(state, Mapping) else None
+                if isinstance(extra, Mapping) and extra.get("data"):
+                    found = True
+            blobs[name] = blobs.get(name, False) or found
+    return gpu_machine and not all(blobs.get(name) for name in _CORE_COMPONENTS)
 
 
 class GpudClient:
@@ -317,7 +335,7 @@ class GpudClient:
             rest["/machine-info"] = self.get_json("/machine-info")
         # /v1/metrics only when the states' blobs leave GPU readings out (v0.4, an old or
         # failed component): parsing it is most of a read's CPU, and it is rarely needed.
-        if _has_gaps(snapshot_from_responses(states, task_id=task_id), states):
+        if _has_gaps(states):
             rest["/v1/metrics"] = self.get_json("/v1/metrics", {"since": f"{int(self.metrics_since_s)}s"})
         rest["/v1/events"] = self.get_json(
             "/v1/events", {"startTime": str(now_s - int(self.events_window_s)), "endTime": str(now_s)})
