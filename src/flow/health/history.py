@@ -1,9 +1,10 @@
 """A task's history: fetched from the nodes' collector stores over SSH, else the local store.
 
 The collector on a node keeps its snapshots in `FLOW_NODE_METRICS_DIR` (default
-`/var/lib/flow/metrics`, the installer's `FLOW_METRICS_DIR` on the node), laid out as `MetricsStore` lays out any store. `fetch_task_history`
-copies the day files the window touches (SFTP) from every node of the task into a mirror store
-under `$FLOW_HOME/node-history/`, rebuilt on each fetch, so repeated fetches never duplicate.
+`/var/lib/flow/metrics`, the installer's `FLOW_METRICS_DIR` on the node), laid out as
+`MetricsStore` lays out any store. `fetch_task_history` copies the day files the window
+touches (SFTP) from every node of the task into a mirror store under `$FLOW_HOME/node-history/`,
+rebuilt on each fetch, so repeated fetches never duplicate.
 """
 
 from __future__ import annotations
