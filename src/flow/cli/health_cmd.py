@@ -191,8 +191,6 @@ def _fleet_view(
     fail_on: str, timeout_s: float, concurrency: int, store: bool,
 ) -> int:
     from flow.fleet.inventory import Inventory
-    from flow.health.documents import fleet_document
-    from flow.health.render import changes_between, fleet_view
 
     inventory = Inventory.from_config(config)
     tasks = _select_tasks(inventory, include_all=include_all, text=filter_text)
@@ -206,6 +204,23 @@ def _fleet_view(
         )
     checker = _checker(config, timeout_s, concurrency)
     out = _console()
+    try:
+        result = _sweep_loop(checker, tasks, config, out, as_json=as_json, watch_s=watch_s, store=store)
+    except KeyboardInterrupt:
+        if watch_s is None:
+            raise
+        return EXIT_OK  # Ctrl-C is how --watch ends
+    return EXIT_PROBLEMS if fleet_has_problems(result.snapshots, fail_on) else EXIT_OK
+
+
+def _sweep_loop(
+    checker: Checker, tasks: Sequence[Task], config: Config, out: Console, *, as_json: bool,
+    watch_s: float | None, store: bool,
+) -> SweepResult:
+    """One sweep, or with `watch_s` one every `watch_s` seconds until interrupted."""
+    from flow.health.documents import fleet_document
+    from flow.health.render import changes_between, fleet_view
+
     previous: Sequence[Snapshot] | None = None
     while True:
         result = _sweep(checker, tasks, config, show_progress=not as_json)
@@ -223,13 +238,9 @@ def _fleet_view(
                 for line in changes:
                     out.print(f"  {line}")
         if watch_s is None:
-            break
+            return result
         previous = result.snapshots
-        try:
-            time.sleep(max(0.0, watch_s - result.elapsed_s))
-        except KeyboardInterrupt:
-            return EXIT_OK
-    return EXIT_PROBLEMS if fleet_has_problems(result.snapshots, fail_on) else EXIT_OK
+        time.sleep(max(0.0, watch_s - result.elapsed_s))
 
 
 def _task_view(config: Config, ref: str, *, as_json: bool, timeout_s: float, store: bool,
