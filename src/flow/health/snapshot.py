@@ -31,6 +31,8 @@ __all__ = [
     "Snapshot",
     "Verdict",
     "XidError",
+    "coerce_float",
+    "coerce_int",
     "format_time",
     "parse_time",
     "utcnow",
@@ -96,7 +98,8 @@ def _opt_time(value: Any) -> datetime | None:
         return None
 
 
-def _opt_float(value: Any) -> float | None:
+def coerce_float(value: Any) -> float | None:
+    """A JSON value as a reading: a number, or None (also for bools and junk). Never raises."""
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -105,13 +108,18 @@ def _opt_float(value: Any) -> float | None:
         return None
 
 
-def _opt_int(value: Any) -> int | None:
+def coerce_int(value: Any) -> int | None:
+    """A JSON value as a count: an int, or None (also for bools and junk). Never raises."""
     if value is None or isinstance(value, bool):
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         return None
+
+
+_opt_float = coerce_float
+_opt_int = coerce_int
 
 
 def _opt_bool(value: Any) -> bool | None:

@@ -10,27 +10,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from flow.health.snapshot import HealthStatus, Snapshot, format_time, parse_time
+from flow.health.snapshot import (
+    HealthStatus,
+    Snapshot,
+    coerce_float,
+    coerce_int,
+    format_time,
+    parse_time,
+)
 
 __all__ = ["GpuSample", "Sample"]
 
 
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+_num = coerce_float
+_int = coerce_int
 
-
-def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 def _time(moment: datetime | None) -> str | None:
     return format_time(moment) if moment is not None else None
