@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import pytest
 
 from flow.health.sinks.base import Sink, SinkError, SinkRegistry, parse_retry_after
-from flow.health.sinks.streaming_adapter import BatchSinkAdapter
 from flow.health.snapshot import Snapshot
 from flow.health.streaming.sink import DeliveryError
+from flow.health.streaming.sink_bridge import SinkBridge
 
 from .snapshots import snapshot
 
@@ -70,22 +70,22 @@ def test_aclose_closes_every_sink_even_when_one_fails() -> None:
     assert [s.closed for s in sinks] == [1, 1, 1]
 
 
-def test_adapter_rebuilds_snapshots_and_skips_records_that_are_not() -> None:
+def test_bridge_rebuilds_snapshots_and_skips_lines_that_are_not() -> None:
     sink = Recorder("r")
-    adapter = BatchSinkAdapter(sink)
+    bridge = SinkBridge(sink)
     good = snapshot()
-    asyncio.run(adapter.send([good.to_dict(), {"no": "timestamp"}]))
-    assert adapter.destination == "memory:r"
-    assert sink.batches == [[Snapshot.from_dict(good.to_dict())]]
-    asyncio.run(adapter.aclose())
+    asyncio.run(bridge.send([good.to_json(), b'{"no": "timestamp"}']))
+    assert bridge.destination == "memory:r"
+    assert sink.batches == [[Snapshot.from_json(good.to_json())]]
+    asyncio.run(bridge.aclose())
     assert sink.closed == 1
 
 
-def test_adapter_maps_sink_errors_to_delivery_errors() -> None:
+def test_bridge_maps_sink_errors_to_delivery_errors() -> None:
     error = SinkError("r: answered 429", retryable=True, status=429, retry_after_s=7.0)
-    adapter = BatchSinkAdapter(Recorder("r", error))
+    bridge = SinkBridge(Recorder("r", error))
     with pytest.raises(DeliveryError) as info:
-        asyncio.run(adapter.send([snapshot().to_dict()]))
+        asyncio.run(bridge.send([snapshot().to_json()]))
     assert (info.value.retryable, info.value.status, info.value.retry_after_s) == (True, 429, 7.0)
 
 

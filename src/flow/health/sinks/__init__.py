@@ -7,7 +7,6 @@ exposition.py   a fast text/OpenMetrics writer for the exporter's large bodies
 pushgateway.py  datadog.py  cloudwatch.py  otlp.py   the sinks (Sink protocol in base.py)
 http.py  batching.py   sending requests in order; splitting batches within size limits
 settings.py     validation of health.sinks in config.yaml; factory.py builds the sinks
-streaming_adapter.py   any sink as a destination of the stream sender (durable cursor)
 grafana.py      the dashboard JSON model
 ```
 See docs/metrics.md and docs/integrations.md.
