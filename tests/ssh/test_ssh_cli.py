@@ -121,6 +121,20 @@ def test_flow_logs_follow_streams_one_source(
     assert capsys.readouterr().out == "journal -u gpud --no-pager -o short-iso -n 5 -f\ngpud: healthy\n"
 
 
+def test_flow_logs_reads_the_fallback_files_on_a_node_without_systemd(
+    sshd_factory: SshdFactory, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The installer's no-systemd fallback logs to $FLOW_LOG_DIR/{gpud,collector}.log.
+    log_dir = tmp_path / "var-log-flow"
+    log_dir.mkdir()
+    (log_dir / "gpud.log").write_text("".join(f"gpud line {i}\n" for i in range(1, 6)))
+    server = sshd_factory.start(env={"FLOW_LOG_DIR": str(log_dir)})
+    _add_task(server)
+    capsys.readouterr()
+    assert main(["logs", "train-a", "--source", "gpud", "--lines", "2"]) == 0
+    assert capsys.readouterr().out == "gpud line 4\ngpud line 5\n"
+
+
 def test_flow_logs_missing_log_exits_1_with_a_warning(
     sshd: SshdServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
