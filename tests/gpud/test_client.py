@@ -289,3 +289,17 @@ def test_a_cancelled_read_leaves_no_request_running(gpud_stub: Stub) -> None:
             return len(still_running), sum(not t.cancelled() for t in left)
 
     assert asyncio.run(scenario()) == (0, 0)
+
+
+def test_a_kept_client_asks_healthz_only_until_gpud_answers(gpud_stub: Stub) -> None:
+    # The collector keeps one client: /healthz tells "up but stuck" from "down" when it matters,
+    # and is not worth a request every cycle while GPUd answers.
+    stub = gpud_stub(h100_routes(machine_info=machine_info()))
+
+    async def scenario() -> list[Snapshot]:
+        async with GpudClient(stub.url) as client:
+            return [await client.read(task_id="t", boot_id="boot-1") for _ in range(3)]
+
+    snaps = asyncio.run(scenario())
+    assert all(s.gpud.reachable for s in snaps)
+    assert stub.paths().count("/healthz") == 1 and stub.paths().count("/v1/states") == 3

@@ -187,6 +187,7 @@ class GpudClient:
         self.events_window_s = _positive("events_window_s", events_window_s)
         self.metrics_since_s = _positive("metrics_since_s", metrics_since_s)
         self.machine_info_cache = machine_info_cache if machine_info_cache is not None else MachineInfoCache()
+        self._answered = False  # the last read got GPUd's states
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             verify=False,
@@ -318,13 +319,16 @@ class GpudClient:
         # tells "GPUd up, states stuck" from "GPUd down") and the states first; then what the
         # states call for; events (a query of GPUd's database) last, so a stuck events query
         # costs only the events.
-        first = await self._fetch_all({"/healthz": self.get_json("/healthz"),
-                                       "/v1/states": self.get_json("/v1/states")})
+        # A client kept across reads (the collector's) skips /healthz while GPUd answers.
+        opening: dict[str, Awaitable[Any]] = {} if self._answered else {"/healthz": self.get_json("/healthz")}
+        opening["/v1/states"] = self.get_json("/v1/states")
+        first = await self._fetch_all(opening)
         states = first["/v1/states"]
         if not isinstance(states, (list, BaseException)):  # JSON, but not GPUd's: e.g. a proxy's
             states = GPUdError(f"GPUd's answer to {self.base_url}/v1/states is a JSON "
                                f"{type(states).__name__}, not the array of components GPUd sends",
                                kind="bad_response")
+        self._answered = not isinstance(states, BaseException)
         if isinstance(states, BaseException):
             latency_ms = round((time.monotonic() - started) * 1000.0, 1)
             return Snapshot(timestamp=utcnow(), gpud=self._failure(states, first, latency_ms), **identity)
@@ -368,7 +372,7 @@ class GpudClient:
     def _failure(self, exc: BaseException, results: Mapping[str, Any], latency_ms: float) -> GpudStatus:
         kind = exc.kind if isinstance(exc, GPUdError) else "bad_response"
         message = str(exc) if isinstance(exc, GPUdError) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(results.get("/healthz"), BaseException):
+        if "/healthz" in results and not isinstance(results["/healthz"], BaseException):
             message = f"/healthz answered but /v1/states failed: {message}"
         return GpudStatus(reachable=False, state=kind, error=message, latency_ms=latency_ms)
 

@@ -179,6 +179,10 @@ class Streamer:
                         await _wait_any(stop, timeout=delay)
                     continue
                 await self._ack(state, snapshots, next_position)
+                if len(snapshots) < self._batch_size and not stop.is_set():
+                    # A partial batch was the end of the log: wait for the next sample (which
+                    # sets `wake`, cleared before that read) rather than read an empty tail.
+                    await _wait_any(stop, wake, timeout=self._poll_s)
         finally:
             await _discard(prefetch)
             self._io.shutdown(wait=False)
