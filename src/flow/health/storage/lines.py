@@ -40,7 +40,7 @@ __all__ = [
     "time_key",
 ]
 
-CHUNK_BYTES = 4 * 1024 * 1024
+CHUNK_BYTES = 1024 * 1024
 _GZ_IN_BYTES = 256 * 1024
 # Snapshot.to_dict puts schema and timestamp first, so a line starts with this and the
 # 24-byte timestamp: a window test can skip a line without decoding it.
