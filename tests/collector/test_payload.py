@@ -183,3 +183,17 @@ def test_a_key_from_a_newer_writer_takes_the_slow_path() -> None:
     inserted = snap.to_json()[:host_at] + b',"rack":"r1"' + snap.to_json()[host_at:]  # after "host"
     assert payload._split(inserted) is None
     assert orjson.loads(record_from_line(inserted)) == to_record(snap)
+
+
+def test_a_stored_line_that_is_not_a_snapshot_is_skipped_not_fatal() -> None:
+    import gzip as _gzip
+
+    import orjson as _orjson
+
+    from flow.health.streaming.payload import encode_lines as _encode
+
+    torn = b'{"schema":1,"timestamp":"2026-11-28T00:00:00.000Z","task_id":"t","message":"x]}}'
+    for compress in (False, True):
+        body = _encode([torn], compress=compress)
+        doc = _orjson.loads(_gzip.decompress(body) if compress else body)
+        assert doc["metrics"] == []

@@ -105,10 +105,16 @@ class EndpointSink:
         await self._client.aclose()
         self._encoder.shutdown(wait=False)
 
-    async def send(self, lines: Sequence[bytes]) -> None:
-        # Encoding a large batch takes milliseconds (zlib releases the GIL): keep the loop free.
-        body = await asyncio.get_running_loop().run_in_executor(
+    async def prepare(self, lines: Sequence[bytes]) -> bytes:
+        """The request body for `lines`; the sender calls it ahead, while a batch is in flight.
+
+        Encoding a large batch takes milliseconds (zlib releases the GIL): keep the loop free.
+        """
+        return await asyncio.get_running_loop().run_in_executor(
             self._encoder, partial(encode_lines, lines, compress=self._gzip))
+
+    async def send(self, lines: Sequence[bytes], *, prepared: bytes | None = None) -> None:
+        body = prepared if prepared is not None else await self.prepare(lines)
         headers = {"Content-Type": "application/json"}
         if self._gzip:
             headers["Content-Encoding"] = "gzip"

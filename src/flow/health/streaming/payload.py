@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -57,6 +58,8 @@ _EMPTY_HOST_JSON = orjson.dumps(_EMPTY_HOST)
 # zlib levels 1-3 use deflate's fast strategy: on snapshot JSON, level 3 costs half the CPU of
 # level 5 for output about a third larger; a backlog replay is CPU-bound on the node.
 GZIP_LEVEL = 3
+
+log = logging.getLogger("flow.collector.stream")
 
 _HEAD = b'{"schema":%d,' % SCHEMA_VERSION
 # The top-level keys after the identity, in Snapshot.to_dict() order.
@@ -178,20 +181,30 @@ def _compress(body: bytes) -> bytes:
     return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
 
 
+def _records(lines: Sequence[bytes]) -> Iterator[bytes]:
+    for line in lines:
+        try:
+            yield record_from_line(line)
+        except ValueError:
+            # The store's reader let it through as whole, but it is not a snapshot: skipping it
+            # beats a batch that can never be delivered.
+            log.warning("skipped a stored line that is not a snapshot (%d bytes)", len(line))
+
+
 def encode_lines(lines: Sequence[bytes], *, compress: bool) -> bytes:
     """The POST body for stored lines: the envelope, gzip-compressed when `compress` is set.
 
     Compressed record by record, so a batch's uncompressed body (about 12 kB per 8-GPU
-    record) never exists in memory at once.
+    record) never exists in memory at once. A line that is not a snapshot is skipped (logged).
     """
     if not compress:
-        return b"".join((_ENVELOPE_HEAD, b",".join(record_from_line(line) for line in lines), b"]}"))
+        return b"".join((_ENVELOPE_HEAD, b",".join(_records(lines)), b"]}"))
     gz = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip member, mtime 0
     out = [gz.compress(_ENVELOPE_HEAD)]
-    for i, line in enumerate(lines):
+    for i, record in enumerate(_records(lines)):
         if i:
             out.append(gz.compress(b","))
-        out.append(gz.compress(record_from_line(line)))
+        out.append(gz.compress(record))
     out.append(gz.compress(b"]}"))
     out.append(gz.flush())
     return b"".join(out)
