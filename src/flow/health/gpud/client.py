@@ -287,7 +287,7 @@ class GpudClient:
             if task in pending:
                 results[name] = GPUdTimeout(
                     f"GPUd at {self.base_url} did not answer {name} within the "
-                    f"{limit:g} s deadline", url=self.base_url)
+                    f"{limit:.1f} s deadline", url=self.base_url)
             elif task.exception() is not None:
                 results[name] = task.exception()
             else:
