@@ -312,3 +312,13 @@ def test_adding_a_fault_never_raises_the_score(s: Snapshot, fault: tuple[str, ob
 def test_unreachable_gpud_is_never_healthy(s: Snapshot) -> None:
     unreachable = replace(s, gpud=GpudStatus(reachable=False, state="not_listening"), gpus=())
     assert score_snapshot(unreachable).status is HealthStatus.UNKNOWN
+
+
+def test_new_uncorrected_errors_on_a_gpu_with_lifetime_ones_never_raise_the_score() -> None:
+    # Found by the property test: with an `elif`, GPU 0's lifetime-ECC reason vanished when its
+    # volatile count rose, and the node's score went up from 45 to 55.
+    other = gpu(1, ecc_volatile_uncorrected=1)
+    before = snap(gpu(0, ecc_aggregate_uncorrected=3), other)
+    after = snap(gpu(0, ecc_aggregate_uncorrected=4, ecc_volatile_uncorrected=1), other)
+    assert score_snapshot(after).score <= score_snapshot(before).score  # type: ignore[operator]
+    assert "ecc_aggregate_uncorrected" in {r.code for r in score_snapshot(after).reasons}

@@ -124,7 +124,8 @@ def _gpu_reasons(gpu: GpuReading, t: Thresholds) -> Iterable[Reason]:
                      f"GPU {i} has {gpu.ecc_volatile_uncorrected} uncorrected ECC errors since boot",
                      "Drain the node and reset the GPU; RMA if errors return",
                      float(gpu.ecc_volatile_uncorrected))
-    elif gpu.ecc_aggregate_uncorrected:
+    # Not an `elif`: each rule stands alone, so adding a fault can never remove a reason.
+    if gpu.ecc_aggregate_uncorrected:
         yield reason("ecc_aggregate_uncorrected", Severity.WARNING,
                      f"GPU {i} has {gpu.ecc_aggregate_uncorrected} uncorrected ECC errors in its "
                      "lifetime",
