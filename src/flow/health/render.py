@@ -331,12 +331,13 @@ class TaskDetail:
 
         reasons = s.verdict.reasons if s.verdict else ()
         if reasons:
+            # A rule's penalty counts once per node, so its GPUs share one line.
             table = Table(title="Why this score")
-            for name in ("Severity", "Penalty", "GPU", "Reason", "Suggested action"):
+            for name in ("Severity", "Penalty", "GPUs", "Reason", "Suggested action"):
                 table.add_column(name, overflow="fold")
-            for r in reasons:
+            for r, hit in group_reasons(reasons):
                 table.add_row(Text(r.severity.value, style=SEVERITY_STYLE[r.severity]), str(r.penalty),
-                              "" if r.gpu is None else str(r.gpu), r.message, r.action or "")
+                              _gpu_list(hit), _with_more(r, hit), r.action or "")
             yield table
         else:
             yield Text("No penalties: score 100.", style="green")
