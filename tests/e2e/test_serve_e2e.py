@@ -57,8 +57,10 @@ def test_serve_exports_the_swept_fleet(flow_home: Path, sshd: SshdServer, tmp_pa
             scores = dict(re.findall(r'flow_node_health_score\{[^}]*task_name="([^"]+)"[^}]*\} (\S+)', body))
             assert float(scores["serve-healthy"]) == 100.0, body[:2000]
             assert float(scores["serve-hot"]) < 60
-            assert re.search(r'flow_node_status\{[^}]*status="critical"[^}]*task_name="serve-hot"[^}]*\} 1', body) \
-                or re.search(r'flow_node_status\{[^}]*task_name="serve-hot"[^}]*status="critical"[^}]*\} 1', body)
+            status_lines = [line for line in body.splitlines()
+                            if line.startswith("flow_node_status{") and 'task_name="serve-hot"' in line]
+            critical = [line for line in status_lines if 'status="critical"' in line]
+            assert len(critical) == 1 and float(critical[0].rsplit(" ", 1)[1]) == 1.0, status_lines
             assert "flow_gpu_temperature_celsius" in body
         finally:
             proc.send_signal(signal.SIGTERM)
