@@ -21,7 +21,7 @@ from typing import Any
 import click
 import orjson
 
-from flow.cli.common import get_config, run_cli
+from flow.cli.common import get_config, run_cli, stop_on_signals
 from flow.config import Config
 from flow.health.collector import Collector, CollectorSettings
 from flow.health.streaming.sink import BatchSink
@@ -167,9 +167,7 @@ async def _once(settings: CollectorSettings, *, store: bool) -> Any:
 async def _daemon(settings: CollectorSettings, listen: tuple[str, int] | None,
                   sinks: dict[str, BatchSink]) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     collector = Collector(settings, sinks=sinks)
     server = None
     try:
@@ -184,7 +182,7 @@ async def _daemon(settings: CollectorSettings, listen: tuple[str, int] | None,
             with contextlib.suppress(Exception):
                 await server.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+            asyncio.get_running_loop().remove_signal_handler(sig)
 
 
 def run_standalone(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +25,7 @@ __all__ = [
     "print_json",
     "raise_open_file_limit",
     "run_cli",
+    "stop_on_signals",
 ]
 
 EXIT_OK = 0
@@ -52,6 +56,18 @@ def raise_open_file_limit() -> None:
                                                         else max(soft, 65536), hard))
     except (ImportError, ValueError, OSError):
         pass  # not fatal: the sweep reports the nodes it could not open sockets for
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGINT/SIGTERM (systemd's stop), so a foreground service ends cleanly.
+
+    Where the loop cannot take signal handlers (not the main thread, Windows), Ctrl-C still
+    raises KeyboardInterrupt as usual.
+    """
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
 
 
 def print_json(doc: Mapping[str, Any]) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -14,7 +12,7 @@ from typing import Any
 import click
 import orjson
 
-from flow.cli.common import get_config
+from flow.cli.common import get_config, stop_on_signals
 from flow.config import Config
 from flow.errors import ConfigError
 from flow.health.sinks.base import EncodedRequest, EncodingSink
@@ -137,10 +135,7 @@ async def _serve(sweep: SweepFn, listen: tuple[str, int], interval: float) -> No
     exporter = PrometheusExporter(sweep, interval_s=interval)
     server = await exporter.serve(host=listen[0], port=listen[1])
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     click.echo(f"serving {server.url} (a sweep every {interval:g} s); Ctrl-C stops", err=True)
     try:
         await exporter.run(stop)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 
 import click
 
-from flow.cli.common import raise_open_file_limit
+from flow.cli.common import raise_open_file_limit, stop_on_signals
 from flow.health.sim import (
     DEFAULT_GPU_COUNT,
     DEFAULT_GPU_MODEL,
@@ -91,10 +89,7 @@ def sim(nodes: int, base_port: int, scenario: str, gpud_version: str, gpus: int,
 
 async def _serve(fleet: SimFleet) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     async with fleet:
         for node in fleet.nodes:
             click.echo(f"{node.url}  {node.scenario:<17}  {node.gpu_model} x{node.gpu_count}  "
