@@ -52,9 +52,11 @@ _ID_RE = re.compile(rb'\{"id":"([0-9a-f]{64})"')
 # -- helper processes ------------------------------------------------------------------------
 
 def serve_sim() -> None:
-    from flow.health.sim import start_fleet_in_thread
+    from flow.health.sim import host_boot_id, start_fleet_in_thread
 
-    fleet = start_fleet_in_thread(1, gpu_count=8)
+    # As the GPUd on the daemon's own host, it reports this host's boot id (so the daemon keeps
+    # /machine-info for the boot, as it does on a real node).
+    fleet = start_fleet_in_thread(1, gpu_count=8, boot_id=host_boot_id())
     print(fleet.nodes[0].port, flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     fleet.stop()

@@ -14,6 +14,7 @@ from collector.test_nvml import fake_nvml
 from flow.cli.main import main
 from flow.health.collector import Collector, CollectorSettings, next_deadline
 from flow.health.nvml import NvmlReader
+from flow.health.sim import host_boot_id, start_fleet_in_thread
 from flow.health.snapshot import HealthStatus, Snapshot
 from flow.health.storage.store import MetricsStore
 
@@ -108,6 +109,21 @@ def test_snapshot_identity_and_scoring_with_previous(tmp_path: Path, gpud: Gpud)
     assert second.timestamp > first.timestamp
     assert first.host is not None and second.host is not None
     assert second.host.net_rx_bytes_per_s is not None  # a rate between two cycles
+
+
+def test_machine_info_is_read_once_per_boot_of_this_host(tmp_path: Path) -> None:
+    # GPUd on this host reports this host's boot id: the collector keeps /machine-info for the boot.
+    fleet = start_fleet_in_thread(1, gpu_count=2, boot_id=host_boot_id())
+    try:
+        collector = Collector(_settings(tmp_path, None, gpud_url=fleet.nodes[0].url))
+        snaps = _samples(collector, 4)
+        asyncio.run(collector.aclose())
+        served = dict(fleet.nodes[0].requests)
+    finally:
+        fleet.stop()
+    assert all(s.gpud.reachable and s.gpud.boot_id == host_boot_id() for s in snaps)
+    assert served["/machine-info"] == 1
+    assert served["/v1/states"] == 4 and served["/v1/events"] == 4
 
 
 def test_schedule_is_drift_free_and_skips_missed_ticks() -> None:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from flow.cli.main import main
+from flow.health.sim import host_boot_id
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
@@ -70,6 +71,7 @@ def test_flow_health_sim_serves_until_sigterm() -> None:
     (["--gpud-version", "five"], "five"),
     (["--nodes", "10", "--base-port", "65530"], "65535"),
     (["--model", "L4", "--scenario", "row-remap-failed"], "row remapping"),
+    (["--nodes", "2", "--host-boot-id"], "--host-boot-id"),
 ])
 def test_bad_options_exit_2_with_a_clear_message(argv: list[str], needle: str,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -107,6 +109,9 @@ def test_gpud_standin_run_and_version() -> None:
         r = httpx.get(f"https://127.0.0.1:{port}/v1/states",
                       params={"components": "accelerator-nvidia-error-xid"}, verify=False, timeout=10)
         assert r.json()[0]["states"][0]["health"] == "Unhealthy"
+        # It stands in for this host's GPUd, so it reports this host's boot id.
+        info = httpx.get(f"https://127.0.0.1:{port}/machine-info", verify=False, timeout=10).json()
+        assert info["bootID"] == host_boot_id()
     finally:
         code = _stop(proc)
     assert code == 0

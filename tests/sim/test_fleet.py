@@ -145,3 +145,25 @@ def test_l4_node_has_no_nvlink_or_row_remapping() -> None:
     fabric, remap = asyncio.run(main())
     assert remap["reason"] == '"NVIDIA L4" does not support row remapping' and "extra_info" not in remap
     assert fabric["reason"] == "NVIDIA L4 does not support fabric manager"
+
+
+def test_a_node_can_report_a_given_boot_id_and_counts_what_it_served() -> None:
+    async def main() -> tuple[str, str, dict[str, int]]:
+        async with SimFleet(1, boot_id="6a3f0c1e-0000-4000-8000-000000000001") as fleet, \
+                SimFleet(1, seed=1) as seeded:
+            async with httpx.AsyncClient(verify=False, timeout=5) as c:
+                given = (await c.get(fleet.nodes[0].url + "/machine-info")).json()["bootID"]
+                await c.get(fleet.nodes[0].url + "/machine-info")
+                await c.get(fleet.nodes[0].url + "/v1/states")
+                own = (await c.get(seeded.nodes[0].url + "/machine-info")).json()["bootID"]
+            return given, own, dict(fleet.nodes[0].requests)
+
+    given, own, served = asyncio.run(main())
+    assert given == "6a3f0c1e-0000-4000-8000-000000000001"
+    assert own != given and len(own) == 36  # a seeded UUID of its own otherwise
+    assert served == {"/machine-info": 2, "/v1/states": 1}
+
+
+def test_boot_id_names_one_machine_so_only_a_one_node_fleet_takes_it() -> None:
+    with pytest.raises(ValueError, match="one-node fleet"):
+        SimFleet(2, boot_id="b")

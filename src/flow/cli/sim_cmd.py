@@ -18,6 +18,7 @@ from flow.health.sim import (
     SimFleet,
     resolve_model,
 )
+from flow.health.sim import host_boot_id as read_host_boot_id
 from flow.health.sim.api import parse_version
 
 __all__ = ["sim"]
@@ -57,8 +58,11 @@ def _check_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--slow-delay", "slow_delay_s", type=click.FloatRange(0, None), default=DEFAULT_SLOW_DELAY_S,
               show_default=True, help="Seconds a gpud-slow node waits before answering.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--host-boot-id", is_flag=True,
+              help="Report this machine's boot id, as a GPUd on this host would (one node only): "
+                   "a collector here then keeps /machine-info for the boot, as on a real node.")
 def sim(nodes: int, base_port: int, scenario: str, gpud_version: str, gpus: int, gpu_model: str,
-        seed: int, slow_delay_s: float, host: str) -> None:
+        seed: int, slow_delay_s: float, host: str, host_boot_id: bool) -> None:
     """Serve simulated GPUd nodes (HTTPS, self-signed) until Ctrl-C or SIGTERM.
 
     Prints one line per node: its URL, scenario and GPU model. Point flow (or curl -k) at them.
@@ -78,8 +82,18 @@ def sim(nodes: int, base_port: int, scenario: str, gpud_version: str, gpus: int,
     if scenario.startswith("row-remap") and not GPU_MODELS[gpu_model].row_remapping:
         raise click.BadParameter(f"scenario {scenario!r} needs row remapping; {gpu_model} has none",
                                  param_hint="'--scenario'")
+    boot_id = None
+    if host_boot_id:
+        if nodes != 1:
+            raise click.BadParameter(f"names one machine; serve one node with it, not {nodes}",
+                                     param_hint="'--host-boot-id'")
+        boot_id = read_host_boot_id()
+        if boot_id is None:
+            raise click.BadParameter("this machine has no /proc/sys/kernel/random/boot_id to report",
+                                     param_hint="'--host-boot-id'")
     fleet = SimFleet(nodes, base_port=base_port, scenario=scenario, gpud_version=gpud_version,
-                     gpu_model=gpu_model, gpu_count=gpus, seed=seed, slow_delay_s=slow_delay_s, host=host)
+                     gpu_model=gpu_model, gpu_count=gpus, seed=seed, slow_delay_s=slow_delay_s, host=host,
+                     boot_id=boot_id)
     try:
         raise_open_file_limit()
         asyncio.run(_serve(fleet))

@@ -23,6 +23,7 @@ from flow.health.sim.server import (
     GARBAGE_BODY,
     SimFleet,
     SimNode,
+    host_boot_id,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "SimFleet",
     "SimNode",
     "assign_scenarios",
+    "host_boot_id",
     "resolve_model",
     "start_fleet_in_thread",
 ]

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from flow.health.sim.scenarios import SCENARIOS
-from flow.health.sim.server import DEFAULT_GPUD_VERSION, SimNode
+from flow.health.sim.server import DEFAULT_GPUD_VERSION, SimNode, host_boot_id
 
 __all__ = ["main"]
 
@@ -34,8 +34,9 @@ async def _run(host: str, port: int, scenario: str, gpus: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    # It stands in for this host's GPUd, so it reports this host's boot id, as GPUd does.
     async with SimNode(scenario=scenario, host=host, port=port, gpu_count=gpus,
-                       gpud_version=_version()) as node:
+                       gpud_version=_version(), boot_id=host_boot_id()) as node:
         print(f"gpud (simulated) {node.gpud_version} listening on {node.url}", flush=True)
         await stop.wait()
 

@@ -154,9 +154,13 @@ def _gpu_uuid(seed: int, index: int) -> str:
 
 
 def make_profile(
-    *, index: int, seed: int, scenario: str, model: GpuModel, gpu_count: int, started_ts: int
+    *, index: int, seed: int, scenario: str, model: GpuModel, gpu_count: int, started_ts: int,
+    boot_id: str | None = None,
 ) -> NodeProfile:
-    """Build a node's fixed identity. `seed` should already mix the fleet seed and node index."""
+    """Build a node's fixed identity. `seed` should already mix the fleet seed and node index.
+
+    `boot_id` replaces the seeded one (a node standing in for this host's GPUd reports its boot id).
+    """
     gpus = tuple(
         GpuIdentity(
             index=i,
@@ -182,7 +186,7 @@ def make_profile(
         gpus=gpus,
         hostname=f"sim-node-{index:03d}",
         machine_id=uuid.UUID(int=mix(seed * 3 + 1) << 64 | mix(seed * 5 + 2)).hex,
-        boot_id=str(uuid.UUID(int=mix(seed * 7 + 3) << 64 | mix(seed * 11 + 4))),
+        boot_id=boot_id or str(uuid.UUID(int=mix(seed * 7 + 3) << 64 | mix(seed * 11 + 4))),
         boot_ts=started_ts - 86400 * 2 - int(unit(seed, 13) * 86400 * 10),
         started_ts=started_ts,
         phase_s=int(unit(seed, 17) * SAMPLE_INTERVAL_S),

@@ -14,7 +14,9 @@ import json
 import socket
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -49,6 +51,21 @@ _SHUTDOWN_TIMEOUT_S = 0.25
 _GZIP_LEVEL = 5
 
 
+_BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+def host_boot_id(path: Path = _BOOT_ID_PATH) -> str | None:
+    """This machine's boot id (Linux), or None: what a GPUd running on this host reports.
+
+    A collector on the same host compares it with GPUd's to keep /machine-info for the boot, so
+    a node simulated for it should report this one (`SimNode(boot_id=host_boot_id())`).
+    """
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class SimNode:
     """One simulated GPUd. Use as `async with SimNode(...) as node:` or inside a `SimFleet`.
 
@@ -68,6 +85,7 @@ class SimNode:
         host: str = "127.0.0.1",
         port: int = 0,
         slow_delay_s: float = DEFAULT_SLOW_DELAY_S,
+        boot_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if scenario == "mixed":
@@ -94,7 +112,12 @@ class SimNode:
         self.host = host
         self.port = port
         self.slow_delay_s = slow_delay_s
+        # A GPUd reports the boot id of the machine it runs on; a node simulated for a collector
+        # on this host can report this host's (see `host_boot_id`), as the collector expects.
+        self.boot_id = boot_id
         self.clock = clock
+        #: Requests served, by path: what a client asked of this node, and how often.
+        self.requests: Counter[str] = Counter()
         self._model = model
         self._profile: NodeProfile | None = None
         self._api: NodeApi | None = None
@@ -123,7 +146,7 @@ class SimNode:
     def _prepare(self) -> None:
         self._profile = make_profile(index=self.index, seed=self.seed, scenario=self.scenario,
                                      model=self._model, gpu_count=self.gpu_count,
-                                     started_ts=int(self.clock()))
+                                     started_ts=int(self.clock()), boot_id=self.boot_id)
         self._api = NodeApi(self._profile, self.gpud_version, self.clock)
 
     def _socket(self) -> socket.socket | None:
@@ -188,8 +211,11 @@ class SimFleet:
         seed: int = 0,
         slow_delay_s: float = DEFAULT_SLOW_DELAY_S,
         host: str = "127.0.0.1",
+        boot_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if boot_id is not None and nodes != 1:
+            raise ValueError(f"boot_id names one machine; give it to a one-node fleet, not {nodes} nodes")
         if not 0 <= base_port <= 65535 or (base_port and base_port + nodes - 1 > 65535):
             raise ValueError(f"base_port {base_port!r} leaves no room for {nodes} nodes")
         model = resolve_model(gpu_model)
@@ -202,7 +228,8 @@ class SimFleet:
         self.nodes: list[SimNode] = [
             SimNode(index=i, scenario=name, gpu_model=model.key, gpu_count=gpu_count,
                     gpud_version=gpud_version, seed=mix(seed * 1_000_003 + i), host=host,
-                    port=base_port + i if base_port else 0, slow_delay_s=slow_delay_s, clock=clock)
+                    port=base_port + i if base_port else 0, slow_delay_s=slow_delay_s, boot_id=boot_id,
+                    clock=clock)
             for i, name in enumerate(names)
         ]
         self._server: _Server | None = None
@@ -275,6 +302,7 @@ class _Server:
         node = self.by_port.get(sockname[1]) if sockname else None
         if node is None:
             return web.Response(status=404, text="404 page not found")
+        node.requests[request.path] += 1
         if node.scenario == "gpud-slow" and self._closing is not None:
             try:
                 await asyncio.wait_for(self._closing.wait(), node.slow_delay_s)
