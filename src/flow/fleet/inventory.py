@@ -54,7 +54,13 @@ class _LineList(list[Any]):
     item_lines: list[int]
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it (its wheels do): loading a 1,000-task inventory on every
+# sweep takes about 10x less time than with the pure-Python scanner. Same safe constructors.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Loader(_SafeLoader):  # type: ignore[valid-type,misc]
     """SafeLoader that keeps line numbers and rejects duplicate keys (PyYAML keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -296,7 +302,8 @@ class Inventory:
     def dumps(self) -> str:
         """The file's text (pure)."""
         doc = {"version": FORMAT_VERSION, "tasks": [t.to_dict() for t in self._tasks]}
-        return _HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        return _HEADER + yaml.dump(doc, Dumper=_SafeDumper, sort_keys=False, default_flow_style=False,
+                                   allow_unicode=True)
 
     def save(self) -> None:
         """Write atomically: a 0600 temp file in the same directory, fsync, rename over.
