@@ -25,6 +25,11 @@ from aiohttp import web
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 PUSHGATEWAY_BIN = "/usr/bin/prometheus-pushgateway"
 START_DEADLINE_S = 30.0
+#: The Pushgateway's basic-auth test user: its password, and that password's bcrypt hash (cost 4,
+#: made once with Python's `crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`).
+PUSHGATEWAY_TEST_USER = "flow"
+PUSHGATEWAY_TEST_PASSWORD = "s3cret-for-tests"
+PUSHGATEWAY_TEST_BCRYPT = "$2b$04$F.CTnvVIxkg/nOQFy3ccouRg0ev/zSEy5dx5bgbXfQ3TENaRWtX1i"
 
 
 def free_port() -> int:
@@ -42,13 +47,15 @@ def binary(path: str, name: str) -> str:
     return found
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def _wait_ready(
+    url: str, proc: subprocess.Popen[bytes], log: Path, *, auth: httpx.Auth | None = None
+) -> None:
     deadline = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            if httpx.get(url, timeout=1.0, auth=auth).status_code == 200:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"{url} not ready within {START_DEADLINE_S} s:\n{log.read_text()[-3000:]}")
@@ -73,21 +80,28 @@ class Server:
 
 
 @contextlib.contextmanager
-def run_pushgateway(tmp: Path) -> Iterator[Server]:
-    """A Pushgateway without persistence on a free loopback port."""
+def run_pushgateway(tmp: Path, *, basic_auth: tuple[str, str] | None = None) -> Iterator[Server]:
+    """A Pushgateway without persistence on a free loopback port.
+
+    `basic_auth` is (user, bcrypt hash): the gateway then answers 401 without those credentials,
+    on every path (its own web config, exporter-toolkit's `basic_auth_users`).
+    """
     exe = binary(PUSHGATEWAY_BIN, "prometheus-pushgateway")
     port = free_port()
     log = tmp / "pushgateway.log"
+    args = [exe, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file=", "--log.level=warn"]
+    auth = None
+    if basic_auth is not None:
+        web_config = tmp / "pushgateway-web.yml"
+        web_config.write_text(f"basic_auth_users:\n  {basic_auth[0]}: '{basic_auth[1]}'\n")
+        args.append(f"--web.config.file={web_config}")
+        auth = httpx.BasicAuth(basic_auth[0], PUSHGATEWAY_TEST_PASSWORD)
     with log.open("wb") as out:
         # Debian's default persists to /var/lib/prometheus: an empty file name keeps it in memory.
-        proc = subprocess.Popen(
-            [exe, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file=", "--log.level=warn"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url + "/-/ready", proc, log)
+        _wait_ready(url + "/-/ready", proc, log, auth=auth)
         yield Server(url, port, proc, log)
     finally:
         _stop(proc)

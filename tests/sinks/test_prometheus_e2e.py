@@ -21,12 +21,27 @@ from flow.health.sinks.pushgateway import PushgatewaySink, grouping_path
 from flow.health.sinks.settings import PushgatewaySettings, parse_sink_settings
 from flow.health.snapshot import Snapshot
 
-from .servers import Server, _stop, _wait_ready, free_port, run_prometheus, run_pushgateway
+from .servers import (
+    PUSHGATEWAY_TEST_BCRYPT,
+    PUSHGATEWAY_TEST_PASSWORD,
+    PUSHGATEWAY_TEST_USER,
+    Server,
+    _stop,
+    _wait_ready,
+    free_port,
+    run_prometheus,
+    run_pushgateway,
+)
 from .snapshots import fleet, snapshot
 
 
-def _push(url: str, batch: list[Snapshot], job: str = "flow-health") -> None:
-    settings = parse_sink_settings("pushgateway", {"url": url, "job": job}, {})
+def _push(url: str, batch: list[Snapshot], job: str = "flow-health", *, username: str | None = None,
+          password: str | None = None) -> None:
+    section: dict[str, object] = {"url": url, "job": job}
+    if username is not None:
+        section["username"] = username
+    env = {"FLOW_PUSHGATEWAY_PASSWORD": password} if password is not None else {}
+    settings = parse_sink_settings("pushgateway", section, env)
     assert isinstance(settings, PushgatewaySettings)
 
     async def main() -> None:
@@ -39,8 +54,10 @@ def _push(url: str, batch: list[Snapshot], job: str = "flow-health") -> None:
     asyncio.run(main())
 
 
-def _gateway_samples(url: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
-    text = httpx.get(f"{url}/metrics", timeout=5).text
+def _gateway_samples(
+    url: str, name: str, auth: httpx.Auth | None = None
+) -> dict[tuple[tuple[str, str], ...], float]:
+    text = httpx.get(f"{url}/metrics", timeout=5, auth=auth).text
     return {
         tuple(sorted(s.labels.items())): s.value
         for f in text_string_to_metric_families(text)
@@ -73,6 +90,23 @@ def test_grouping_values_with_slashes_and_spaces_round_trip(pushgateway: Server)
     scores = _gateway_samples(pushgateway.url, "flow_node_health_score")
     (labels,) = [dict(k) for k in scores]
     assert (labels["task_id"], labels["node"]) == ("team/a b", "rack 1/node")
+
+
+def test_a_gateway_behind_basic_auth_takes_the_password_from_the_environment(tmp_path: Path) -> None:
+    user, password = PUSHGATEWAY_TEST_USER, PUSHGATEWAY_TEST_PASSWORD
+    with run_pushgateway(tmp_path, basic_auth=(user, PUSHGATEWAY_TEST_BCRYPT)) as gateway:
+        _push(gateway.url, [snapshot(node="n1")], username=user, password=password)
+        scores = _gateway_samples(gateway.url, "flow_node_health_score", httpx.BasicAuth(user, password))
+        assert [dict(k)["node"] for k in scores] == ["n1"]
+
+        # Without the password, or with a wrong one, the gateway refuses: not retryable (a
+        # retry cannot fix credentials), the status kept, the password never in the message.
+        for wrong in (None, "not-" + password):
+            with pytest.raises(SinkError) as info:
+                _push(gateway.url, [snapshot(node="n2")], username=user if wrong else None, password=wrong)
+            assert info.value.status == 401 and not info.value.retryable
+            assert password not in str(info.value)
+        assert httpx.get(f"{gateway.url}/metrics", timeout=5).status_code == 401
 
 
 def test_an_unreachable_gateway_is_retryable() -> None:
