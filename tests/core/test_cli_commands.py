@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import click
 import pytest
 
@@ -35,3 +38,12 @@ def test_the_views_defaults_are_the_checkers() -> None:
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["helth"]) == 2
     assert "No such command" in capsys.readouterr().err
+
+
+def test_importing_the_ssh_layer_prints_no_warnings() -> None:
+    # Every SSH command imports asyncssh; with recent cryptography that printed fifteen DSA
+    # deprecation warnings on stderr before the output. `-W default` shows any that remain.
+    code = "import flow.health.demo, flow.ssh.connection, flow.health.checker"
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stderr == ""
