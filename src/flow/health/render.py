@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -184,26 +184,47 @@ class FleetTable:
                  else "yellow" if gpu.temp_c > self.TEMP_WARN_C else "")
         return Text(f"{gpu.temp_c:.0f}°C (GPU {gpu.index})", style=style)
 
+    #: Below FULL_WIDTH the table drops the fleet-wide columns (utilization, memory); below
+    #: NARROW_WIDTH also the GPU count and the hottest GPU (a hot GPU is named in the reason) and
+    #: its outer edge, so that on an 80-column terminal the identifiers and the reason stay
+    #: readable instead of being folded a few letters per line.
+    FULL_WIDTH = 120
+    NARROW_WIDTH = 100
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        table = Table(title=self.title, show_lines=False, expand=False)
-        for name, justify in (("Task", "left"), ("Node", "left"), ("GPUs", "right"),
-                              ("Hottest", "right"), ("Util", "right"), ("Memory", "right"),
-                              ("Score", "right"), ("Status", "left"), ("Main reason", "left")):
-            table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+        width = options.max_width
+        wide, narrow = width >= self.FULL_WIDTH, width < self.NARROW_WIDTH
+        table = Table(title=self.title, show_lines=False, expand=False, show_edge=not narrow)
+        # Identifiers and the reason fold when they must; short readings never wrap.
+        table.add_column("Task", overflow="fold")
+        table.add_column("Node", overflow="fold")
+        if not narrow:
+            table.add_column("GPUs", justify="right", no_wrap=True)
+            table.add_column("Hottest", justify="right", no_wrap=True)
+        if wide:
+            table.add_column("Util", justify="right", no_wrap=True)
+            table.add_column("Memory", justify="right", no_wrap=True)
+        table.add_column("Score", justify="right", no_wrap=True)
+        table.add_column("Status", no_wrap=True)
+        table.add_column("Main reason", overflow="fold")
         for s in self.snapshots:
-            util = _mean(g.util_gpu_pct for g in s.gpus)
-            used = sum(g.mem_used_bytes or 0 for g in s.gpus)
-            total = sum(g.mem_total_bytes or 0 for g in s.gpus)
-            memory = f"{100 * used / total:.0f}%" if total else NA
             grouped = group_reasons(s.verdict.reasons) if s.verdict else []
             reason, reason_gpus = grouped[0] if grouped else (None, [])
             score = s.verdict.score if s.verdict else None
-            table.add_row(
-                _label(s), s.node, str(len(s.gpus)) if s.gpus else "0", self._temp(hottest(s.gpus)),
-                _num(util, "%"), memory, NA if score is None else str(score), _status_text(s.status),
+            cells: list[RenderableType] = [_label(s), s.node]
+            if not narrow:
+                cells += [str(len(s.gpus)) if s.gpus else "0", self._temp(hottest(s.gpus))]
+            if wide:
+                util = _mean(g.util_gpu_pct for g in s.gpus)
+                used = sum(g.mem_used_bytes or 0 for g in s.gpus)
+                total = sum(g.mem_total_bytes or 0 for g in s.gpus)
+                cells += [_num(util, "%"), f"{100 * used / total:.0f}%" if total else NA]
+            cells += [
+                NA if score is None else str(score), _status_text(s.status),
                 Text(_with_more(reason, reason_gpus), style=SEVERITY_STYLE[reason.severity])
                 if reason else Text(""),
-            )
+            ]
+            table.add_row(*cells)
         yield table
 
 
