@@ -1,4 +1,4 @@
-"""The fleet table at the widths people's terminals have: nothing cropped, words kept whole."""
+"""The fleet and GPU tables at the widths people's terminals have: nothing cropped, words kept whole."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import io
 import pytest
 from rich.console import Console
 
+from flow.health.gpu_table import GpuTable
 from flow.health.render import FleetTable
-from sinks.snapshots import snapshot
+from flow.health.snapshot import GpuReading
+from sinks.snapshots import gpu, snapshot
 
 
 def _render(width: int) -> list[str]:
@@ -43,3 +45,43 @@ def test_columns_give_way_in_order_as_the_terminal_narrows() -> None:
     assert all(c in header(160) for c in ("GPUs", "Hottest", "Util", "Memory", "Main reason"))
     assert "Hottest" in header(100) and "Util" not in header(100) and "Memory" not in header(100)
     assert "Hottest" not in header(80) and "GPUs" not in header(80) and "Main reason" in header(80)
+
+
+def _gpu_table(gpus: list[GpuReading], width: int) -> str:
+    console = Console(width=width, file=io.StringIO(), record=True, color_system=None)
+    console.print(GpuTable(gpus))
+    return console.export_text()
+
+
+def _header(text: str) -> list[str]:
+    line = next(line for line in text.splitlines() if "GPU ┃" in line or line.startswith("┃ GPU"))
+    return [cell.strip() for cell in line.strip("┃").split("┃")]
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 140])
+def test_gpu_table_keeps_whole_columns_and_says_which_it_left_out(width: int) -> None:
+    text = _gpu_table([gpu(i) for i in range(8)], width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    shown = _header(text)
+    assert shown[:2] == ["GPU", "Temp"]  # the first to stay; no header folded into pieces
+    every = ["GPU", "Temp", "HBM", "Slowdown", "Power", "Memory", "Util", "Clocks", "Throttle",
+             "ECC c/u", "Remap", "NVLink err"]
+    assert all(name in every for name in shown)
+    flat = " ".join(text.split())
+    for name in every:
+        assert name in shown or name in flat.split("┘", 1)[1], f"{name} neither shown nor named"
+
+
+def test_a_column_with_something_to_report_beats_a_quiet_one_at_80_columns() -> None:
+    hot = [gpu(i, throttle_reasons=("hw_slowdown",), ecc_aggregate_corrected=0) for i in range(8)]
+    text = _gpu_table(hot, 80)
+    assert "Throttle" in _header(text) and "hw_slowdown" in text
+    assert "nothing to report" in text and "NVLink err" in text.split("┘", 1)[1]
+
+
+def test_the_model_goes_to_the_title_unless_the_gpus_differ() -> None:
+    same = _gpu_table([gpu(i) for i in range(2)], 200)
+    assert "GPUs: 2 x NVIDIA H100 80GB HBM3" in same and "Model" not in _header(same)
+    mixed = _gpu_table([gpu(0), gpu(1, model="NVIDIA A100-SXM4-80GB")], 200)
+    assert "Model" in _header(mixed)
+    assert "not shown" not in mixed  # 200 columns hold every reading

@@ -16,6 +16,8 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
+from flow.health.gpu_table import NA, GpuTable, bytes2human
+from flow.health.gpu_table import fmt_num as _num
 from flow.health.snapshot import (
     GpuReading,
     HealthStatus,
@@ -41,7 +43,6 @@ __all__ = [
     "summarise",
 ]
 
-NA = "N/A"
 STATUS_STYLE = {
     HealthStatus.HEALTHY: "green",
     HealthStatus.DEGRADED: "yellow",
@@ -50,21 +51,6 @@ STATUS_STYLE = {
 }
 SEVERITY_STYLE = {Severity.INFO: "dim", Severity.WARNING: "yellow", Severity.CRITICAL: "bold red"}
 _SPARK = "▁▂▃▄▅▆▇█"
-
-
-def bytes2human(n: int | None) -> str:
-    if n is None:
-        return NA
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f}{unit}" if unit in ("B", "KiB") else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.1f}TiB"
-
-
-def _num(value: float | None, unit: str = "", fmt: str = ".0f") -> str:
-    return NA if value is None else f"{value:{fmt}}{unit}"
 
 
 def _status_text(status: HealthStatus) -> Text:
@@ -305,25 +291,7 @@ class TaskDetail:
         yield head
 
         if s.gpus:
-            gpus = Table(title="GPUs")
-            for name in ("GPU", "Model", "Temp", "HBM", "Slowdown", "Power", "Memory", "Util",
-                         "Clocks", "Throttle", "ECC v/a (corr/uncorr)", "Remap", "NVLink err"):
-                gpus.add_column(name, overflow="fold")
-            for gpu in s.gpus:
-                ecc = (f"{_num(gpu.ecc_volatile_corrected, fmt='d')}/"
-                       f"{_num(gpu.ecc_volatile_uncorrected, fmt='d')} · "
-                       f"{_num(gpu.ecc_aggregate_corrected, fmt='d')}/"
-                       f"{_num(gpu.ecc_aggregate_uncorrected, fmt='d')}")
-                remap = ("FAILED" if gpu.remap_failed else "pending" if gpu.remap_pending
-                         else NA if gpu.remap_failed is None else "ok")
-                power = (f"{_num(gpu.power_w, 'W')}/{_num(gpu.power_limit_w, 'W')}")
-                mem = f"{bytes2human(gpu.mem_used_bytes)}/{bytes2human(gpu.mem_total_bytes)}"
-                clocks = f"{_num(gpu.clock_graphics_mhz)}/{_num(gpu.clock_mem_mhz)} MHz"
-                gpus.add_row(str(gpu.index), gpu.model or NA, _num(gpu.temp_c, "°C"),
-                             _num(gpu.temp_hbm_c, "°C"), _num(gpu.slowdown_temp_c, "°C"), power, mem,
-                             _num(gpu.util_gpu_pct, "%"), clocks, ", ".join(gpu.throttle_reasons) or "-",
-                             ecc, remap, _num(gpu.nvlink_errors, fmt="d"))
-            yield gpus
+            yield GpuTable(s.gpus)
 
         if s.components:
             comps = Table(title="GPUd components")
