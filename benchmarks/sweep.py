@@ -4,7 +4,7 @@ For each fleet size N it starts N real OpenSSH sshd servers on loopback (one per
 simulated GPUd per node (`flow health sim` in its own process), writes an inventory, then times:
 
 - flow: `flow health --gpu --json` end to end (a subprocess: start-up, SSH, tunnels, GPUd, scoring,
-  the local store, JSON);
+  the local store, JSON), with its default `--workers auto`, and again with `--workers 1`;
 - baseline: eight parallel workers running `ssh node curl -sk https://127.0.0.1:PORT/v1/states`,
   one ssh process per node, as one would script it by hand.
 
@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from flow.fleet.inventory import Inventory  # noqa: E402
 from flow.fleet.model import Node, Task  # noqa: E402
+from flow.health.shards import auto_workers  # noqa: E402
 from sshd_support import SshdFactory  # noqa: E402
 
 FLOW = [sys.executable, "-m", "flow.cli.main"]
@@ -51,12 +52,14 @@ def start_sim(n: int, workdir: Path) -> tuple[subprocess.Popen[bytes], list[int]
     return proc, ports
 
 
-def run_flow(home: Path, env_home: Path, timeout_s: float) -> tuple[float, dict[str, int]]:
+def run_flow(
+    home: Path, env_home: Path, timeout_s: float, workers: str = "auto"
+) -> tuple[float, dict[str, int]]:
     env = {**os.environ, "FLOW_HOME": str(home), "HOME": str(env_home)}
     env.pop("SSH_AUTH_SOCK", None)
     start = time.perf_counter()
-    proc = subprocess.run([*FLOW, "health", "--gpu", "--json", "--timeout", str(timeout_s)],
-                          env=env, capture_output=True, timeout=600)
+    argv = [*FLOW, "health", "--gpu", "--json", "--timeout", str(timeout_s), "--workers", workers]
+    proc = subprocess.run(argv, env=env, capture_output=True, timeout=600)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.decode())
@@ -111,11 +114,14 @@ def bench(n: int, parallel: int, timeout_s: float) -> None:
 
         cold, summary = run_flow(home, user_home, timeout_s)
         warm, summary = run_flow(home, user_home, timeout_s)
+        single, _ = run_flow(home, user_home, timeout_s, workers="1")
         ok = summary["healthy"] + summary["degraded"] + summary["critical"]
         base = run_baseline(servers, ports, key, workdir / "baseline_known_hosts", parallel)
         flow_rate, base_rate = n / warm, n / base
         print(f"  flow health --gpu --json: {warm:.2f}s ({flow_rate:.0f} nodes/s; first run with "
               f"new host keys {cold:.2f}s); {ok}/{n} nodes read")
+        print(f"  the same with --workers 1 (one process): {single:.2f}s; --workers auto = "
+              f"{auto_workers(n)} here, {single / warm:.2f}x faster")
         print(f"  baseline ({parallel} parallel ssh+curl): {base:.2f}s ({base_rate:.1f} nodes/s)")
         print(f"  ratio: {flow_rate / base_rate:.1f}x the baseline")
     finally:

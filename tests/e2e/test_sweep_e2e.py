@@ -51,9 +51,12 @@ def _task(i: int, name: str, server_port: int, user: str, key: Path, gpud_port: 
                 nodes=(Node(host=host, port=server_port, user=user, identity_file=str(key)),))
 
 
+# "3": the same sweep shared by this process and two worker processes (flow.health.shards),
+# each failure class then met in a worker too; the verdicts must not depend on where.
+@pytest.mark.parametrize("workers", ["1", "3"])
 def test_every_scenario_and_failure_class_through_real_sshd(
     flow_home: Path, isolated_home: Path, sim: FleetThread, sshd_factory: SshdFactory,
-    hanging_server: HangingServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    hanging_server: HangingServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: str,
 ) -> None:
     # A fake `gpud` on PATH for nodes where GPUd is "installed but not listening".
     fake_bin = tmp_path / "fake-bin"
@@ -91,7 +94,7 @@ def test_every_scenario_and_failure_class_through_real_sshd(
     Inventory(flow_home / "tasks.yaml", tasks).save()
 
     started = time.monotonic()
-    code = main(["health", "--gpu", "--json", "--timeout", str(NODE_TIMEOUT_S)])
+    code = main(["health", "--gpu", "--json", "--timeout", str(NODE_TIMEOUT_S), "--workers", workers])
     elapsed = time.monotonic() - started
     doc = orjson.loads(capsys.readouterr().out)
     assert code == 0

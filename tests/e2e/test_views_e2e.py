@@ -125,6 +125,10 @@ def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
                  ["health", "--gpu", "--task", "x"]):
         assert main(argv) == 2, argv
         assert capsys.readouterr().err.strip()
+    for bad in ("0", "many", "-2", "257"):
+        assert main(["health", "--gpu", "--workers", bad]) == 2, bad
+        err = capsys.readouterr().err
+        assert "--workers" in err and "auto or 1-256" in err and repr(bad) in err
 
 
 def test_empty_inventory_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 # Kept in step with flow.health.checker (a test checks), so that --help imports no SSH stack.
 DEFAULT_CONCURRENCY = 256
 DEFAULT_NODE_TIMEOUT_S = 20.0
+MAX_WORKERS = 256
 
 SUBCOMMANDS = {
     "demo": "flow.cli.demo_cmd:demo",
@@ -88,22 +89,35 @@ def _checker(config: Config, timeout: float, concurrency: int) -> Checker:
     )
 
 
-def _sweep(checker: Checker, tasks: Sequence[Task], config: Config, *, show_progress: bool) -> SweepResult:
+def _sweep(checker: Checker, tasks: Sequence[Task], config: Config, *, show_progress: bool,
+           workers: int | None = 1) -> SweepResult:
+    """One sweep; `workers` processes (None: one per core for a large fleet, see shards)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flow.health.checker import targets_for
+    from flow.health.shards import auto_workers, sweep_in_shards
 
     targets = targets_for(tasks, config)
-    raise_open_file_limit()
+    processes = auto_workers(len(targets)) if workers is None else workers
+    raise_open_file_limit()  # before the workers start: they inherit it
     if not show_progress:
-        return asyncio.run(checker.sweep(targets))
+        return asyncio.run(sweep_in_shards(checker, targets, workers=processes))
     err = _console(stderr=True)
     with Progress(TextColumn("sweeping"), BarColumn(), MofNCompleteColumn(), TextColumn("nodes"),
                   TimeElapsedColumn(), console=err, transient=True) as bar:
         job = bar.add_task("sweep", total=len(targets))
-        result = asyncio.run(checker.sweep(
-            targets, progress=lambda done, total: bar.update(job, completed=done, total=total)))
+        result = asyncio.run(sweep_in_shards(
+            checker, targets, workers=processes,
+            progress=lambda done, total: bar.update(job, completed=done, total=total)))
     return result
+
+
+def _workers_option(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    if value == "auto":
+        return None
+    if value.isdigit() and 1 <= int(value) <= MAX_WORKERS:
+        return int(value)
+    raise click.BadParameter(f"{value!r} is not allowed; allowed: auto or 1-{MAX_WORKERS}")
 
 
 def _store(config: Config, snapshots: Sequence[Snapshot]) -> None:
@@ -131,12 +145,16 @@ def _store(config: Config, snapshots: Sequence[Snapshot]) -> None:
               help="Deadline per node in seconds (SSH, tunnel and GPUd together).")
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
               help="Nodes checked at once.")
+@click.option("--workers", default="auto", show_default=True, callback=_workers_option,
+              metavar="N|auto",
+              help="Processes sharing the sweep. auto: one per core, with at least "
+                   "100 nodes each (one process for a smaller fleet).")
 @click.option("--no-store", is_flag=True, help="Do not keep the snapshots in the local store.")
 @click.pass_context
 def health(
     ctx: click.Context, gpu: bool, include_all: bool, task_ref: str | None, history_hours: float | None,
     as_json: bool, filter_text: str | None, watch_s: float | None, fail_on: str | None,
-    timeout_s: float, concurrency: int, no_store: bool,
+    timeout_s: float, concurrency: int, workers: int | None, no_store: bool,
 ) -> None:
     """Health of the GPU fleet.
 
@@ -180,7 +198,7 @@ def health(
     if gpu or include_all or filter_text or watch_s:
         ctx.exit(_fleet_view(config, include_all=include_all, filter_text=filter_text, as_json=as_json,
                              watch_s=watch_s, fail_on=fail_on, timeout_s=timeout_s,
-                             concurrency=concurrency, store=not no_store))
+                             concurrency=concurrency, workers=workers, store=not no_store))
     from flow.cli.selfcheck import self_check
 
     ctx.exit(self_check(config))
@@ -188,7 +206,7 @@ def health(
 
 def _fleet_view(
     config: Config, *, include_all: bool, filter_text: str | None, as_json: bool, watch_s: float | None,
-    fail_on: str, timeout_s: float, concurrency: int, store: bool,
+    fail_on: str, timeout_s: float, concurrency: int, workers: int | None, store: bool,
 ) -> int:
     from flow.fleet.inventory import Inventory
 
@@ -205,7 +223,8 @@ def _fleet_view(
     checker = _checker(config, timeout_s, concurrency)
     out = _console()
     try:
-        result = _sweep_loop(checker, tasks, config, out, as_json=as_json, watch_s=watch_s, store=store)
+        result = _sweep_loop(checker, tasks, config, out, as_json=as_json, watch_s=watch_s, store=store,
+                             workers=workers)
     except KeyboardInterrupt:
         if watch_s is None:
             raise
@@ -215,7 +234,7 @@ def _fleet_view(
 
 def _sweep_loop(
     checker: Checker, tasks: Sequence[Task], config: Config, out: Console, *, as_json: bool,
-    watch_s: float | None, store: bool,
+    watch_s: float | None, store: bool, workers: int | None,
 ) -> SweepResult:
     """One sweep, or with `watch_s` one every `watch_s` seconds until interrupted."""
     from flow.health.documents import fleet_document
@@ -223,7 +242,7 @@ def _sweep_loop(
 
     previous: Sequence[Snapshot] | None = None
     while True:
-        result = _sweep(checker, tasks, config, show_progress=not as_json)
+        result = _sweep(checker, tasks, config, show_progress=not as_json, workers=workers)
         if store:
             _store(config, result.snapshots)
         if as_json:

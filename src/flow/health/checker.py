@@ -125,13 +125,27 @@ class Checker:
         self.options = options or SweepOptions()
         self._connect_factory = connect_factory
 
+    def with_options(self, options: SweepOptions) -> Checker:
+        """The same checker (SSH options, connect factory) with other sweep options."""
+        return Checker(self.ssh_options, options, connect_factory=self._connect_factory)
+
+    @property
+    def in_process_only(self) -> bool:
+        """True with a custom connect factory (tests, the demo): it cannot go to another process."""
+        return self._connect_factory is not None
+
     async def sweep(
         self,
         targets: Sequence[NodeTarget],
         *,
         progress: Callable[[int, int], None] | None = None,
+        on_snapshot: Callable[[int, Snapshot], None] | None = None,
     ) -> SweepResult:
-        """Check every target; results keep the order of `targets`."""
+        """Check every target; results keep the order of `targets`.
+
+        `progress(done, total)` is called as nodes finish; `on_snapshot(index, snapshot)` gets
+        each node's snapshot as soon as it is ready (`index` into `targets`).
+        """
         started_at, start = utcnow(), time.monotonic()
         semaphore = asyncio.Semaphore(max(1, self.options.concurrency))
         done = 0
@@ -141,16 +155,18 @@ class Checker:
 
         async with SSHPool(self.ssh_options, connect_factory=self._connect_factory) as pool:
 
-            async def one(target: NodeTarget) -> Snapshot:
+            async def one(index: int, target: NodeTarget) -> Snapshot:
                 nonlocal done
                 async with semaphore:
                     snapshot = await self.check(target, pool)
                 done += 1
+                if on_snapshot:
+                    on_snapshot(index, snapshot)
                 if progress:
                     progress(done, total)
                 return snapshot
 
-            snapshots = await asyncio.gather(*(one(t) for t in targets))
+            snapshots = await asyncio.gather(*(one(i, t) for i, t in enumerate(targets)))
         return SweepResult(tuple(snapshots), started_at, time.monotonic() - start)
 
     async def check(self, target: NodeTarget, pool: SSHPool) -> Snapshot:

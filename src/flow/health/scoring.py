@@ -228,6 +228,7 @@ UNREACHABLE_ACTIONS: dict[str, str] = {
     "tls_error": "Something other than GPUd's HTTPS listens on its port: check FLOW_GPUD_PORT",
     "bad_response": "Something other than GPUd answers on its port: check FLOW_GPUD_PORT",
     "error_response": "GPUd answered with an error: check flow logs TASK --source gpud",
+    "sweep_worker": "A flow sweep worker process failed (see the message): sweep again or use --workers 1",
 }
 
 
