@@ -128,3 +128,17 @@ def test_auto_workers_one_per_core_with_enough_nodes_each() -> None:
     assert auto_workers(0, cpus=8) == 1
     with pytest.raises(ValueError, match="workers"):
         asyncio.run(sweep_in_shards(Checker(SSHOptions()), [], workers=0))
+
+
+def test_a_worker_writing_garbage_or_an_endless_line_is_stopped_not_fatal(
+        setup: tuple[Checker, list[NodeTarget]]) -> None:
+    checker, targets = setup
+    # Lines that are not `<index> <snapshot>` are ignored; a line beyond 16 MiB stops the worker.
+    noisy = [sys.executable, "-c",
+             "import sys; sys.stdin.buffer.read(); print('hello'); print('0 {not json'); "
+             "sys.stdout.write('x' * (17 * 1024 * 1024)); sys.stdout.flush()"]
+    result = _sweep(checker, targets[:2], 2, worker_argv=noisy)
+    assert result.snapshots[0].status == HealthStatus.HEALTHY
+    lost = result.snapshots[1]
+    assert lost.gpud.state == SWEEP_WORKER_STATE
+    assert "output could not be read" in (lost.gpud.error or "")

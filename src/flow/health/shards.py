@@ -52,6 +52,8 @@ SWEEP_WORKER_STATE = "sweep_worker"
 #: Beyond the per-node deadlines, what a worker may take to start and to report.
 WORKER_SLACK_S = 30.0
 _STDERR_TAIL = 300
+#: The longest line (one snapshot) read from a worker; an 8-GPU snapshot is ~10-20 KB.
+_LINE_LIMIT = 16 * 1024 * 1024
 #: How long a worker that closed its stdout may take to exit before it is killed.
 _EXIT_GRACE_S = 5.0
 
@@ -144,7 +146,7 @@ async def _run_worker(
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, limit=16 * 1024 * 1024,
+            stderr=asyncio.subprocess.PIPE, limit=_LINE_LIMIT,
         )
     except OSError as exc:
         why = f"the sweep worker could not start: {exc}"
@@ -184,18 +186,23 @@ async def _collect(
                 record(indexes[local_index], snapshot)
 
     overran = False
+    unreadable: str | None = None
     try:
         await asyncio.wait_for(read_lines(), limit_s)
     except asyncio.TimeoutError:
         overran = True
+    except (ValueError, OSError) as exc:  # a line over the reader's limit, a broken pipe
+        unreadable = f"{type(exc).__name__}: {exc}"
     except BaseException:  # the sweep was cancelled (Ctrl-C): stop the worker with it
         stderr_task.cancel()
         await asyncio.shield(_reap(proc, kill=True))
         raise
-    code = await _reap(proc, kill=overran)
+    code = await _reap(proc, kill=overran or unreadable is not None)
     err = (await stderr_task).decode("utf-8", "replace").strip()
     if overran:
         return f"the sweep worker did not finish within {limit_s:g} s and was stopped"
+    if unreadable is not None:
+        return f"the sweep worker's output could not be read ({unreadable}) and it was stopped"
     if code != 0:
         tail = err[-_STDERR_TAIL:].replace("\n", " | ")
         return f"the sweep worker exited with status {code}" + (f": {tail}" if tail else "")
