@@ -28,6 +28,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _ok_sweeps(body: str) -> float:
+    found = re.search(r'^flow_sweeps_total\{result="ok"\} (\S+)$', body, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_serve_exports_the_swept_fleet(flow_home: Path, sshd: SshdServer, tmp_path: Path) -> None:
     fleet = start_fleet_in_thread(2, scenario=["healthy", "hot"])
     try:
@@ -62,6 +67,12 @@ def test_serve_exports_the_swept_fleet(flow_home: Path, sshd: SshdServer, tmp_pa
             critical = [line for line in status_lines if 'status="critical"' in line]
             assert len(critical) == 1 and float(critical[0].rsplit(" ", 1)[1]) == 1.0, status_lines
             assert "flow_gpu_temperature_celsius" in body
+            # Sweeps every 2 s over one kept SSH connection: the node sees one login in all.
+            while time.monotonic() < deadline and _ok_sweeps(body) < 3:
+                time.sleep(0.5)
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            assert _ok_sweeps(body) >= 3
+            assert sshd.log().count("Accepted publickey") == 1, sshd.log()[-2000:]
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(20)

@@ -190,5 +190,8 @@ def test_watch_resweeps_and_shows_what_changed(
         proc.wait(20)
         assert "healthy → unknown" in seen, seen[-3000:]
         assert proc.returncode == 0
+        # Several sweeps, one SSH login: --watch keeps the connection between sweeps.
+        assert seen.count("GPU fleet health") >= 3
+        assert sshd.log().count("Accepted publickey") == 1, sshd.log()[-2000:]
     finally:
         fleet.stop()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import click
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from flow.fleet.inventory import Inventory
     from flow.fleet.model import Task
-    from flow.health.checker import Checker, SweepResult
+    from flow.health.checker import Checker, NodeTarget, SweepResult
 
 # Kept in step with flow.health.checker (a test checks), so that --help imports no SSH stack.
 DEFAULT_CONCURRENCY = 256
@@ -89,27 +90,28 @@ def _checker(config: Config, timeout: float, concurrency: int) -> Checker:
     )
 
 
-def _sweep(checker: Checker, tasks: Sequence[Task], config: Config, *, show_progress: bool,
-           workers: int | None = 1) -> SweepResult:
-    """One sweep; `workers` processes (None: one per core for a large fleet, see shards)."""
+@contextlib.contextmanager
+def _progress(show: bool, total: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient progress bar on stderr (when `show`), as the callback a sweep reports to."""
+    if not show:
+        yield None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flow.health.checker import targets_for
-    from flow.health.shards import auto_workers, sweep_in_shards
-
-    targets = targets_for(tasks, config)
-    processes = auto_workers(len(targets)) if workers is None else workers
-    raise_open_file_limit()  # before the workers start: they inherit it
-    if not show_progress:
-        return asyncio.run(sweep_in_shards(checker, targets, workers=processes))
-    err = _console(stderr=True)
     with Progress(TextColumn("sweeping"), BarColumn(), MofNCompleteColumn(), TextColumn("nodes"),
-                  TimeElapsedColumn(), console=err, transient=True) as bar:
-        job = bar.add_task("sweep", total=len(targets))
-        result = asyncio.run(sweep_in_shards(
-            checker, targets, workers=processes,
-            progress=lambda done, total: bar.update(job, completed=done, total=total)))
-    return result
+                  TimeElapsedColumn(), console=_console(stderr=True), transient=True) as bar:
+        job = bar.add_task("sweep", total=total)
+        yield lambda done, total: bar.update(job, completed=done, total=total)
+
+
+def _sweep(checker: Checker, targets: Sequence[NodeTarget], *, show_progress: bool,
+           processes: int = 1) -> SweepResult:
+    """One sweep over `processes` processes (see flow.health.shards)."""
+    from flow.health.shards import sweep_in_shards
+
+    raise_open_file_limit()  # before the workers start: they inherit it
+    with _progress(show_progress, len(targets)) as progress:
+        return asyncio.run(sweep_in_shards(checker, targets, workers=processes, progress=progress))
 
 
 def _workers_option(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
@@ -237,40 +239,73 @@ def _sweep_loop(
     watch_s: float | None, store: bool, workers: int | None,
 ) -> SweepResult:
     """One sweep, or with `watch_s` one every `watch_s` seconds until interrupted."""
-    from flow.health.documents import fleet_document
-    from flow.health.render import changes_between, fleet_view
+    from flow.health.checker import targets_for
+    from flow.health.shards import auto_workers
 
-    previous: Sequence[Snapshot] | None = None
+    targets = targets_for(tasks, config)
+    processes = auto_workers(len(targets)) if workers is None else workers
+    report = _Reporter(config, out, as_json=as_json, watch=watch_s is not None, store=store)
+    if watch_s is not None and processes == 1:
+        raise_open_file_limit()
+        return asyncio.run(_watch_keeping_connections(checker, targets, report, watch_s))
     while True:
-        result = _sweep(checker, tasks, config, show_progress=not as_json, workers=workers)
-        if store:
-            _store(config, result.snapshots)
-        if as_json:
-            print_json(fleet_document(result.snapshots, elapsed_s=result.elapsed_s))
-        else:
-            if watch_s is not None and out.is_terminal:
-                out.clear()
-            out.print(fleet_view(result.snapshots, elapsed_s=result.elapsed_s))
-            if previous is not None:
-                changes = changes_between(previous, result.snapshots)
-                out.print("Changes since the last sweep: " + ("none" if not changes else ""))
-                for line in changes:
-                    out.print(f"  {line}")
+        result = _sweep(checker, targets, show_progress=not as_json, processes=processes)
+        report(result)
         if watch_s is None:
             return result
-        previous = result.snapshots
         time.sleep(max(0.0, watch_s - result.elapsed_s))
+
+
+async def _watch_keeping_connections(
+    checker: Checker, targets: Sequence[NodeTarget], report: _Reporter, watch_s: float,
+) -> SweepResult:
+    """`--watch` in one process: the SSH connections and tunnels are kept between sweeps, so
+    each node sees one login for the whole watch, not one per sweep. Ends with Ctrl-C."""
+    async with checker.new_pool() as pool:
+        while True:
+            with _progress(not report.as_json, len(targets)) as progress:
+                result = await checker.sweep(targets, pool=pool, progress=progress)
+            report(result)
+            await asyncio.sleep(max(0.0, watch_s - result.elapsed_s))
+
+
+class _Reporter:
+    """After each sweep: store the snapshots, then print the view (and what changed) or JSON."""
+
+    def __init__(self, config: Config, out: Console, *, as_json: bool, watch: bool, store: bool) -> None:
+        self.config, self.out, self.as_json, self.watch, self.store = config, out, as_json, watch, store
+        self.previous: Sequence[Snapshot] | None = None
+
+    def __call__(self, result: SweepResult) -> None:
+        from flow.health.documents import fleet_document
+        from flow.health.render import changes_between, fleet_view
+
+        if self.store:
+            _store(self.config, result.snapshots)
+        if self.as_json:
+            print_json(fleet_document(result.snapshots, elapsed_s=result.elapsed_s))
+        else:
+            if self.watch and self.out.is_terminal:
+                self.out.clear()
+            self.out.print(fleet_view(result.snapshots, elapsed_s=result.elapsed_s))
+            if self.previous is not None:
+                changes = changes_between(self.previous, result.snapshots)
+                self.out.print("Changes since the last sweep: " + ("none" if not changes else ""))
+                for line in changes:
+                    self.out.print(f"  {line}")
+        self.previous = result.snapshots
 
 
 def _task_view(config: Config, ref: str, *, as_json: bool, timeout_s: float, store: bool,
                fail_on: str) -> int:
     from flow.fleet.inventory import Inventory
+    from flow.health.checker import targets_for
     from flow.health.documents import task_document
     from flow.health.render import TaskDetail
 
     task = Inventory.from_config(config).resolve(ref)
     checker = _checker(config, timeout_s, DEFAULT_CONCURRENCY)
-    result = _sweep(checker, [task], config, show_progress=not as_json)
+    result = _sweep(checker, targets_for([task], config), show_progress=not as_json)
     if store:
         _store(config, result.snapshots)
     if as_json:

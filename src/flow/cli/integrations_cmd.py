@@ -7,7 +7,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -30,6 +30,10 @@ from flow.health.sinks.pushgateway import PushgatewaySink
 from flow.health.sinks.settings import SinkSettings, parse_sink_settings, parse_sinks
 from flow.health.sinks.vocabulary import metric_families
 from flow.health.snapshot import Snapshot, format_time, utcnow
+
+if TYPE_CHECKING:
+    from flow.health.checker import Checker
+    from flow.ssh import SSHPool
 
 __all__ = ["export", "grafana_dashboard", "serve", "sinks_cmd"]
 
@@ -71,17 +75,19 @@ def read_snapshot_file(path: Path) -> list[Snapshot]:
     return snapshots
 
 
-def _live_sweep(config: Config) -> SweepFn:
+def _live_sweep(config: Config, *, keep_connections: bool = False) -> _LiveSweep:
     """The sweep of `flow health --gpu`: every GPU task of the inventory, over SSH.
 
     The inventory is re-read at each sweep, so tasks added or removed while `serve` runs
-    show up at the next sweep.
+    show up at the next sweep. With `keep_connections` (serve), the SSH connections stay open
+    between sweeps: each node sees one login, not one per interval; the returned callable's
+    `aclose()` closes them.
 
     Raises:
         ConfigError: the inventory holds no GPU task (checked once, up front).
     """
     from flow.fleet.inventory import Inventory
-    from flow.health.checker import Checker, SweepOptions, targets_for
+    from flow.health.checker import Checker, SweepOptions
     from flow.ssh import SSHOptions
 
     inventory = Inventory.from_config(config)
@@ -90,13 +96,26 @@ def _live_sweep(config: Config) -> SweepFn:
                           hint="add one with: flow tasks add NAME --host HOST --instance-type h100.8xlarge, "
                                "or use --input FILE")
     checker = Checker(SSHOptions.from_config(config), SweepOptions(thresholds=config.thresholds))
+    return _LiveSweep(config, checker, checker.new_pool() if keep_connections else None)
 
-    async def sweep() -> Sequence[Snapshot]:
-        tasks = Inventory.from_config(config).gpu_tasks()
-        result = await checker.sweep(targets_for(tasks, config))
+
+class _LiveSweep:
+    """A `SweepFn` over the inventory's GPU tasks, with the SSH pool it may keep."""
+
+    def __init__(self, config: Config, checker: Checker, pool: SSHPool | None) -> None:
+        self._config, self._checker, self._pool = config, checker, pool
+
+    async def __call__(self) -> Sequence[Snapshot]:
+        from flow.fleet.inventory import Inventory
+        from flow.health.checker import targets_for
+
+        tasks = Inventory.from_config(self._config).gpu_tasks()
+        result = await self._checker.sweep(targets_for(tasks, self._config), pool=self._pool)
         return result.snapshots
 
-    return sweep
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
 
 
 @click.command("serve")
@@ -127,7 +146,7 @@ def serve(listen: tuple[str, int], interval: float, input_path: Path | None) -> 
 
         sweep = from_file
     else:
-        sweep = _live_sweep(config)
+        sweep = _live_sweep(config, keep_connections=True)
     asyncio.run(_serve(sweep, listen, interval))
 
 
@@ -141,6 +160,8 @@ async def _serve(sweep: SweepFn, listen: tuple[str, int], interval: float) -> No
         await exporter.run(stop)
     finally:
         await server.aclose()
+        if isinstance(sweep, _LiveSweep):
+            await sweep.aclose()
 
 
 def _settings_for(config: Config, sink_type: str, name: str | None, *, dry_run: bool) -> SinkSettings:

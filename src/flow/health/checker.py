@@ -129,6 +129,10 @@ class Checker:
         """The same checker (SSH options, connect factory) with other sweep options."""
         return Checker(self.ssh_options, options, connect_factory=self._connect_factory)
 
+    def new_pool(self) -> SSHPool:
+        """An SSH pool for `sweep(pool=...)`, to keep connections between sweeps."""
+        return SSHPool(self.ssh_options, connect_factory=self._connect_factory)
+
     @property
     def in_process_only(self) -> bool:
         """True with a custom connect factory (tests, the demo): it cannot go to another process."""
@@ -140,11 +144,15 @@ class Checker:
         *,
         progress: Callable[[int, int], None] | None = None,
         on_snapshot: Callable[[int, Snapshot], None] | None = None,
+        pool: SSHPool | None = None,
     ) -> SweepResult:
         """Check every target; results keep the order of `targets`.
 
         `progress(done, total)` is called as nodes finish; `on_snapshot(index, snapshot)` gets
-        each node's snapshot as soon as it is ready (`index` into `targets`).
+        each node's snapshot as soon as it is ready (`index` into `targets`). With `pool`, the
+        SSH connections (and their tunnels) are the pool's and stay open after the sweep, so
+        the next sweep with the same pool logs in to no node again (`--watch`, `serve`);
+        without, the sweep opens its own and closes them at the end.
         """
         started_at, start = utcnow(), time.monotonic()
         semaphore = asyncio.Semaphore(max(1, self.options.concurrency))
@@ -153,12 +161,15 @@ class Checker:
         if progress:
             progress(0, total)
 
-        async with SSHPool(self.ssh_options, connect_factory=self._connect_factory) as pool:
+        own_pool = pool is None
+        # Not `pool or ...`: an SSHPool has a length, and an empty one is falsy.
+        shared = SSHPool(self.ssh_options, connect_factory=self._connect_factory) if pool is None else pool
+        try:
 
             async def one(index: int, target: NodeTarget) -> Snapshot:
                 nonlocal done
                 async with semaphore:
-                    snapshot = await self.check(target, pool)
+                    snapshot = await self.check(target, shared, kept_before=start)
                 done += 1
                 if on_snapshot:
                     on_snapshot(index, snapshot)
@@ -167,14 +178,33 @@ class Checker:
                 return snapshot
 
             snapshots = await asyncio.gather(*(one(i, t) for i, t in enumerate(targets)))
+        finally:
+            if own_pool:
+                await shared.close()
+            else:  # a kept pool keeps only this sweep's nodes (the inventory may have changed)
+                await shared.close_except({t.ssh for t in targets})
         return SweepResult(tuple(snapshots), started_at, time.monotonic() - start)
 
-    async def check(self, target: NodeTarget, pool: SSHPool) -> Snapshot:
-        """One node, within `timeout_s`; never raises for a node problem."""
+    async def check(self, target: NodeTarget, pool: SSHPool, *, kept_before: float | None = None) -> Snapshot:
+        """One node, within `timeout_s`; never raises for a node problem.
+
+        A connection opened before `kept_before` (monotonic time: kept from an earlier sweep)
+        that turns out to be dead is replaced once, within the same deadline: a node that
+        rebooted between two sweeps is read, not reported unreachable.
+        """
         phase = ["ssh"]
         deadline = time.monotonic() + self.options.timeout_s
+
+        async def attempt() -> Snapshot:
+            snapshot, conn = await self._check(target, pool, phase, deadline)
+            if (conn is not None and conn.closed and not snapshot.gpud.reachable
+                    and kept_before is not None and conn.opened_at < kept_before):
+                phase[0] = "ssh"
+                snapshot, _ = await self._check(target, pool, phase, deadline)
+            return snapshot
+
         try:
-            return await asyncio.wait_for(self._check(target, pool, phase, deadline), self.options.timeout_s)
+            return await asyncio.wait_for(attempt(), self.options.timeout_s)
         except asyncio.TimeoutError:
             t = self.options.timeout_s
             if phase[0] == "ssh":
@@ -184,7 +214,8 @@ class Checker:
 
     async def _check(
         self, target: NodeTarget, pool: SSHPool, phase: list[str], deadline: float
-    ) -> Snapshot:
+    ) -> tuple[Snapshot, SSHConnection | None]:
+        """The node's snapshot, and the connection it was read over (None if none opened)."""
         conn: SSHConnection | None = None
         try:
             conn = await pool.connect(target.ssh)
@@ -192,8 +223,8 @@ class Checker:
             tunnel = await conn.tunnel(target.gpud_host, target.gpud_port)
         except SSHError as exc:
             if exc.kind == "gpud_not_listening" and conn is not None:
-                return await self._not_listening(target, conn, exc)
-            return self._failed(target, _SSH_STATES.get(exc.kind, "ssh_error"), exc.message)
+                return await self._not_listening(target, conn, exc), conn
+            return self._failed(target, _SSH_STATES.get(exc.kind, "ssh_error"), exc.message), conn
         phase[0] = "gpud"
         # Leave the client a little slack so it reports its own timeout before ours fires.
         remaining = max(0.5, deadline - time.monotonic() - 0.25)
@@ -206,7 +237,7 @@ class Checker:
         async with client:
             snapshot = await client.read(task_id=target.task_id, task_name=target.task_name,
                                          node=target.node, instance_type=target.instance_type)
-        return snapshot.with_verdict(score_snapshot(snapshot, self.options.thresholds))
+        return snapshot.with_verdict(score_snapshot(snapshot, self.options.thresholds)), conn
 
     async def _not_listening(self, target: NodeTarget, conn: SSHConnection, exc: SSHError) -> Snapshot:
         # Only on failure: one more round trip tells "not installed" from "installed, not running".

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +23,10 @@ from flow.ssh.errors import map_channel_error, map_connect_error, map_session_er
 from flow.ssh.known_hosts import HostKeyCheck, KnownHostsStore
 from flow.ssh.params import CommandResult, SSHOptions, SSHParams
 
-__all__ = ["ConnectFactory", "SSHConnection", "Tunnel", "connect"]
+__all__ = ["KEEPALIVE_INTERVAL_S", "ConnectFactory", "SSHConnection", "Tunnel", "connect"]
+
+#: Seconds between SSH keepalive probes on an idle connection.
+KEEPALIVE_INTERVAL_S = 15.0
 
 #: `async (host, **asyncssh_connect_kwargs) -> asyncssh.SSHClientConnection`; default asyncssh.connect.
 ConnectFactory = Callable[..., Awaitable[Any]]
@@ -88,6 +92,8 @@ class SSHConnection:
         self._conn = conn
         self.params = params
         self.options = options
+        #: When it was opened (time.monotonic()): a pool kept between sweeps tells old from new.
+        self.opened_at = time.monotonic()
         self._tunnels: dict[tuple[str, int], asyncio.Task[Tunnel]] = {}
         self._closed = False
         self._session_started = False
@@ -328,6 +334,11 @@ def _connect_kwargs(params: SSHParams, options: SSHOptions, check: HostKeyCheck 
         "encryption_algs": ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
                             "chacha20-poly1305@openssh.com", "aes128-ctr", "aes256-ctr"],
         "compression_algs": ["none", "zlib@openssh.com"],
+        # A connection kept between sweeps (`--watch`, `serve`) learns within one interval
+        # that its node went away (a rebooted node answers the probe with a reset), and after
+        # three unanswered probes that it is unreachable; the pool then opens a new one.
+        "keepalive_interval": KEEPALIVE_INTERVAL_S,
+        "keepalive_count_max": 3,
     }
     if check is None:
         kwargs["known_hosts"] = None

@@ -1,4 +1,5 @@
-"""Connection reuse within a sweep: one SSH connection per endpoint, shared by every caller.
+"""Connection reuse: one SSH connection per endpoint, shared by every caller of a sweep, and
+kept between sweeps when the pool is (`Checker.sweep(pool=...)`: `--watch`, `serve`).
 
 ```python
 async with SSHPool(SSHOptions.from_config(config)) as pool:
@@ -8,7 +9,8 @@ async with SSHPool(SSHOptions.from_config(config)) as pool:
 Concurrent `connect()` calls for the same `SSHParams` (host, port, user, keys, agent) share one
 attempt; a failed attempt is not cached, so a later call tries again. A caller that is cancelled
 (its own deadline) does not cancel the attempt other callers wait on. Connections are the pool's:
-closing the pool closes them, and their tunnels.
+closing the pool closes them, and their tunnels. A connection found closed (lost, or by its
+keepalive) is replaced at the next `connect()`.
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ class SSHPool:
             if t.done() and not t.cancelled() and t.exception() is None and not t.result().closed
         )
 
+    async def close_except(self, keep: set[SSHParams]) -> int:
+        """Close the connections of endpoints not in `keep` (nodes gone from the inventory of
+        a pool kept between sweeps); returns how many were dropped."""
+        gone = [params for params in self._attempts if params not in keep]
+        for params in gone:
+            await _close_attempt(self._attempts.pop(params))
+        return len(gone)
+
     async def close(self) -> None:
         """Close every connection; cancel attempts still running (idempotent)."""
         self._closed = True
@@ -81,3 +91,11 @@ class SSHPool:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+async def _close_attempt(task: asyncio.Task[SSHConnection]) -> None:
+    if not task.done():
+        task.cancel()
+    result = (await asyncio.gather(task, return_exceptions=True))[0]
+    if isinstance(result, SSHConnection):
+        await result.close()
