@@ -157,4 +157,8 @@ def test_status_of_an_unreachable_node_is_an_error_row(
     code, out, _ = _flow(capsys, "health", "status", "cli")
     assert code == 1
     row = next(line for line in out.splitlines() if line.startswith("cli/root@127.0.0.1:"))
-    assert "  error  " in row
+    assert "  error  " in row and "(below)" in row
+    # The reason has a line of its own under the table, not a cell that widens every row.
+    reason = out.splitlines()[-1]
+    assert reason.startswith("cli/root@127.0.0.1:") and "refused" in reason
+    assert max(len(line) for line in out.splitlines()[:2]) < 120

@@ -314,9 +314,12 @@ def _print_statuses(statuses: Sequence[NodeStatus], *, as_json: bool) -> int:
         return EXIT_OK
     rows = [["NODE", "GPUD", "GPUD VERSION", "HEALTHZ", "COLLECTOR", "FLOW VERSION", "LAST SAMPLE",
              "BACKLOG"]]
+    errors = []
     for s in statuses:
         if s.error:
-            rows.append([s.node, "error", s.error, "", "", "", "", ""])
+            # The reason goes under the table: in a cell it would widen every row to its length.
+            rows.append([s.node, "error", "(below)", "", "", "", "", ""])
+            errors.append(f"{s.node}: {s.error}")
             continue
         healthz = "-" if s.gpud_healthy is None else ("ok" if s.gpud_healthy else "unreachable")
         rows.append([
@@ -331,6 +334,10 @@ def _print_statuses(statuses: Sequence[NodeStatus], *, as_json: bool) -> int:
         ])
     for line in _table(rows):
         click.echo(line)
+    if errors:
+        click.echo("")
+        for line in errors:
+            click.echo(line)
     return EXIT_OK
 
 
