@@ -150,7 +150,8 @@ def _store(config: Config, snapshots: Sequence[Snapshot]) -> None:
 @click.option("--workers", default="auto", show_default=True, callback=_workers_option,
               metavar="N|auto",
               help="Processes sharing the sweep. auto: one per core, with at least "
-                   "100 nodes each (one process for a smaller fleet).")
+                   "100 nodes each (one process for a smaller fleet, and with --watch, "
+                   "which then keeps its SSH connections between sweeps).")
 @click.option("--no-store", is_flag=True, help="Do not keep the snapshots in the local store.")
 @click.pass_context
 def health(
@@ -243,7 +244,10 @@ def _sweep_loop(
     from flow.health.shards import auto_workers
 
     targets = targets_for(tasks, config)
-    processes = auto_workers(len(targets)) if workers is None else workers
+    # --watch keeps its connections between sweeps in one process: after the first sweep, a
+    # node costs no login and ~2.5x less time than with fresh connections, which beats sharing
+    # the sweep among processes that log in again every time.
+    processes = workers or (1 if watch_s is not None else auto_workers(len(targets)))
     report = _Reporter(config, out, as_json=as_json, watch=watch_s is not None, store=store)
     if watch_s is not None and processes == 1:
         raise_open_file_limit()
