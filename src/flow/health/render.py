@@ -295,7 +295,7 @@ class TaskDetail:
 
         if s.components:
             comps = Table(title="GPUd components")
-            comps.add_column("Component")
+            comps.add_column("Component", overflow="fold")
             comps.add_column("Health")
             comps.add_column("Reason", overflow="fold")
             for c in sorted(s.components, key=lambda c: (c.health == "Healthy", c.component)):
