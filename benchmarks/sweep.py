@@ -5,6 +5,8 @@ simulated GPUd per node (`flow health sim` in its own process), writes an invent
 
 - flow: `flow health --gpu --json` end to end (a subprocess: start-up, SSH, tunnels, GPUd, scoring,
   the local store, JSON), with its default `--workers auto`, and again with `--workers 1`;
+- flow `--watch`: the time of each sweep as `flow health --gpu --json --watch` reports it, the
+  first one (logging in to every node) and the next ones (on the kept connections);
 - baseline: eight parallel workers running `ssh node curl -sk https://127.0.0.1:PORT/v1/states`,
   one ssh process per node, as one would script it by hand.
 
@@ -69,6 +71,46 @@ def run_flow(
     return elapsed, doc["summary"]
 
 
+def run_watch(home: Path, env_home: Path, timeout_s: float, sweeps: int = 4) -> list[float]:
+    """`flow health --gpu --json --watch`: each sweep's own `elapsed_s`, first one included.
+
+    In one process --watch keeps its SSH connections, so every sweep after the first costs no
+    login. The documents are read as they come, then Ctrl-C ends the watch."""
+    import json
+    import select
+    import signal
+
+    env = {**os.environ, "FLOW_HOME": str(home), "HOME": str(env_home)}
+    env.pop("SSH_AUTH_SOCK", None)
+    proc = subprocess.Popen([*FLOW, "health", "--gpu", "--json", "--no-store", "--watch", "0.1",
+                             "--timeout", str(timeout_s)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    decoder, buf, elapsed = json.JSONDecoder(), "", []
+    deadline = time.monotonic() + 600
+    try:
+        while len(elapsed) < sweeps and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if not ready:
+                continue
+            chunk = os.read(proc.stdout.fileno(), 1 << 20)
+            if not chunk:
+                break
+            buf += chunk.decode()
+            while True:
+                stripped = buf.lstrip()
+                try:
+                    doc, end = decoder.raw_decode(stripped)
+                except ValueError:
+                    break
+                elapsed.append(float(doc["elapsed_s"]))
+                buf = stripped[end:]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    return elapsed
+
+
 def run_baseline(servers: list, ports: list[int], key: Path, known_hosts: Path, parallel: int) -> float:
     errors: list[str] = []
 
@@ -115,6 +157,7 @@ def bench(n: int, parallel: int, timeout_s: float) -> None:
         cold, summary = run_flow(home, user_home, timeout_s)
         warm, summary = run_flow(home, user_home, timeout_s)
         single, _ = run_flow(home, user_home, timeout_s, workers="1")
+        watch = run_watch(home, user_home, timeout_s)
         ok = summary["healthy"] + summary["degraded"] + summary["critical"]
         base = run_baseline(servers, ports, key, workdir / "baseline_known_hosts", parallel)
         flow_rate, base_rate = n / warm, n / base
@@ -122,6 +165,9 @@ def bench(n: int, parallel: int, timeout_s: float) -> None:
               f"new host keys {cold:.2f}s); {ok}/{n} nodes read")
         print(f"  the same with --workers 1 (one process): {single:.2f}s; --workers auto = "
               f"{auto_workers(n)} here, {single / warm:.2f}x faster")
+        again = sorted(watch[1:])[len(watch[1:]) // 2] if len(watch) > 1 else float("nan")
+        print(f"  --watch (connections kept): first sweep {watch[0]:.2f}s, then {again:.2f}s per sweep "
+              f"(median of {len(watch) - 1}; {watch[0] / again:.1f}x faster, no new SSH login)")
         print(f"  baseline ({parallel} parallel ssh+curl): {base:.2f}s ({base_rate:.1f} nodes/s)")
         print(f"  ratio: {flow_rate / base_rate:.1f}x the baseline")
     finally:
