@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from flow.health.collector import Collector, CollectorSettings
-from flow.health.sim import FleetThread, start_fleet_in_thread
+from flow.health.sim import FleetThread, SimNode, start_fleet_in_thread
 from flow.health.storage.store import MetricsStore
 from flow.health.storage.stream import StreamPosition
 from flow.health.streaming.payload import record_from_dict
@@ -41,6 +41,11 @@ class Gpud:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def node(self) -> SimNode | None:
+        """The simulated node while it is up (its `requests` count what it served)."""
+        return self._fleet.nodes[0] if self._fleet is not None else None
 
     def down(self) -> None:
         if self._fleet is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from collector.daemon import Gpud
 from flow.health.checker import Checker, NodeTarget, SweepOptions, SweepResult
 from flow.health.sim import FleetThread, start_fleet_in_thread
 from flow.health.snapshot import HealthStatus
@@ -125,3 +126,39 @@ def test_an_empty_pool_is_still_the_callers_pool(one_node: tuple[Checker, NodeTa
             return len(pool)
 
     assert asyncio.run(scenario()) == 1  # the connection went into (and stayed in) the caller's pool
+
+
+def test_a_session_keeps_each_nodes_gpud_connection_and_recovers_when_gpud_restarts(
+    sshd_factory: SshdFactory, flow_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    gpud = Gpud(gpu_count=2)  # a simulated GPUd that can go down and come back on its port
+    try:
+        server = sshd_factory.start()
+        target = _target(0, server, sshd_factory, gpud.port)
+        checker = _checker(flow_home)
+
+        async def scenario() -> list[tuple[str, int, int]]:
+            seen = []
+            async with checker.session() as session:
+                for step in range(6):
+                    if step == 3:
+                        gpud.down()
+                    if step == 4:
+                        gpud.up()
+                    result = await session.sweep([target])
+                    node = gpud.node
+                    seen.append((result.snapshots[0].status.value,
+                                 node.requests["/healthz"] if node else -1, len(session.clients)))
+                assert len(session.clients) == 1
+            assert len(session.clients) == 0  # closed with the session
+            return seen
+
+        seen = asyncio.run(scenario())
+    finally:
+        gpud.close()
+    statuses = [status for status, _, _ in seen]
+    assert statuses == ["healthy", "healthy", "healthy", "unknown", "healthy", "healthy"]
+    # While GPUd answers, a kept client asks /healthz once, not at every sweep.
+    assert [healthz for _, healthz, _ in seen[:3]] == [1, 1, 1]
+    assert _logins(server) == 1  # GPUd's restart did not cost a new SSH login

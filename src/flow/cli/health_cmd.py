@@ -263,12 +263,13 @@ def _sweep_loop(
 async def _watch_keeping_connections(
     checker: Checker, targets: Sequence[NodeTarget], report: _Reporter, watch_s: float,
 ) -> SweepResult:
-    """`--watch` in one process: the SSH connections and tunnels are kept between sweeps, so
-    each node sees one login for the whole watch, not one per sweep. Ends with Ctrl-C."""
-    async with checker.new_pool() as pool:
+    """`--watch` in one process: the SSH connections, tunnels and GPUd connections are kept
+    between sweeps, so each node sees one login for the whole watch, not one per sweep. Ends
+    with Ctrl-C."""
+    async with checker.session() as session:
         while True:
             with _progress(not report.as_json, len(targets)) as progress:
-                result = await checker.sweep(targets, pool=pool, progress=progress)
+                result = await session.sweep(targets, progress=progress)
             report(result)
             await asyncio.sleep(max(0.0, watch_s - result.elapsed_s))
 

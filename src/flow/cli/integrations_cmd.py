@@ -32,8 +32,7 @@ from flow.health.sinks.vocabulary import metric_families
 from flow.health.snapshot import Snapshot, format_time, utcnow
 
 if TYPE_CHECKING:
-    from flow.health.checker import Checker
-    from flow.ssh import SSHPool
+    from flow.health.checker import Checker, SweepSession
 
 __all__ = ["export", "grafana_dashboard", "serve", "sinks_cmd"]
 
@@ -96,26 +95,27 @@ def _live_sweep(config: Config, *, keep_connections: bool = False) -> _LiveSweep
                           hint="add one with: flow tasks add NAME --host HOST --instance-type h100.8xlarge, "
                                "or use --input FILE")
     checker = Checker(SSHOptions.from_config(config), SweepOptions(thresholds=config.thresholds))
-    return _LiveSweep(config, checker, checker.new_pool() if keep_connections else None)
+    return _LiveSweep(config, checker, checker.session() if keep_connections else None)
 
 
 class _LiveSweep:
     """A `SweepFn` over the inventory's GPU tasks, with the SSH pool it may keep."""
 
-    def __init__(self, config: Config, checker: Checker, pool: SSHPool | None) -> None:
-        self._config, self._checker, self._pool = config, checker, pool
+    def __init__(self, config: Config, checker: Checker, session: SweepSession | None) -> None:
+        self._config, self._checker, self._session = config, checker, session
 
     async def __call__(self) -> Sequence[Snapshot]:
         from flow.fleet.inventory import Inventory
         from flow.health.checker import targets_for
 
-        tasks = Inventory.from_config(self._config).gpu_tasks()
-        result = await self._checker.sweep(targets_for(tasks, self._config), pool=self._pool)
+        targets = targets_for(Inventory.from_config(self._config).gpu_tasks(), self._config)
+        result = await (self._session.sweep(targets) if self._session is not None
+                        else self._checker.sweep(targets))
         return result.snapshots
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        if self._session is not None:
+            await self._session.aclose()
 
 
 @click.command("serve")

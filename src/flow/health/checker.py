@@ -27,15 +27,17 @@ from flow.health.gpud import GpudClient
 from flow.health.scoring import score_snapshot
 from flow.health.snapshot import GpudStatus, Snapshot, utcnow
 from flow.ssh import SSHConnection, SSHOptions, SSHParams, SSHPool
-from flow.ssh.connection import ConnectFactory
+from flow.ssh.connection import ConnectFactory, Tunnel
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_NODE_TIMEOUT_S",
     "Checker",
+    "GpudClients",
     "NodeTarget",
     "SweepOptions",
     "SweepResult",
+    "SweepSession",
     "failure_snapshot",
     "targets_for",
 ]
@@ -102,6 +104,68 @@ class SweepResult:
     elapsed_s: float
 
 
+def _node_key(target: NodeTarget) -> tuple[SSHParams, str, int]:
+    return target.ssh, target.gpud_host, target.gpud_port
+
+
+class GpudClients:
+    """GPUd clients kept between sweeps, one per node, each tied to the tunnel it reads through.
+
+    A kept client skips /healthz while GPUd answers and reuses its HTTPS connection (no channel
+    open, no TLS handshake per sweep). A node whose tunnel changed (a new SSH connection) gets a
+    new client; the old one is closed.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[SSHParams, str, int], tuple[Tunnel, GpudClient]] = {}
+
+    async def client_for(
+        self, target: NodeTarget, tunnel: Tunnel, make: Callable[[], GpudClient]
+    ) -> GpudClient:
+        key = _node_key(target)
+        held = self._held.get(key)
+        if held is not None and held[0] is tunnel:
+            return held[1]
+        if held is not None:
+            await held[1].aclose()
+        client = make()
+        self._held[key] = (tunnel, client)
+        return client
+
+    async def close_except(self, keep: set[tuple[SSHParams, str, int]]) -> None:
+        for key in [k for k in self._held if k not in keep]:
+            await self._held.pop(key)[1].aclose()
+
+    async def aclose(self) -> None:
+        await self.close_except(set())
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class SweepSession:
+    """Repeated sweeps over kept SSH connections and GPUd clients; see `Checker.session()`."""
+
+    def __init__(self, checker: Checker) -> None:
+        self.checker = checker
+        self.pool = checker.new_pool()
+        self.clients = GpudClients()
+
+    async def sweep(self, targets: Sequence[NodeTarget], *,
+                    progress: Callable[[int, int], None] | None = None) -> SweepResult:
+        return await self.checker.sweep(targets, progress=progress, pool=self.pool, clients=self.clients)
+
+    async def aclose(self) -> None:
+        await self.clients.aclose()
+        await self.pool.close()
+
+    async def __aenter__(self) -> SweepSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
 def failure_snapshot(target: NodeTarget, state: str, error: str, *, thresholds: Thresholds) -> Snapshot:
     """An `unknown` snapshot for a node that could not be read, naming why."""
     snapshot = Snapshot(
@@ -133,6 +197,11 @@ class Checker:
         """An SSH pool for `sweep(pool=...)`, to keep connections between sweeps."""
         return SSHPool(self.ssh_options, connect_factory=self._connect_factory)
 
+    def session(self) -> SweepSession:
+        """Sweeps that keep each node's SSH connection, tunnel and GPUd HTTPS connection from
+        one to the next (`--watch`, `serve`): `async with checker.session() as s: await s.sweep(t)`."""
+        return SweepSession(self)
+
     @property
     def in_process_only(self) -> bool:
         """True with a custom connect factory (tests, the demo): it cannot go to another process."""
@@ -145,6 +214,7 @@ class Checker:
         progress: Callable[[int, int], None] | None = None,
         on_snapshot: Callable[[int, Snapshot], None] | None = None,
         pool: SSHPool | None = None,
+        clients: GpudClients | None = None,
     ) -> SweepResult:
         """Check every target; results keep the order of `targets`.
 
@@ -152,7 +222,8 @@ class Checker:
         each node's snapshot as soon as it is ready (`index` into `targets`). With `pool`, the
         SSH connections (and their tunnels) are the pool's and stay open after the sweep, so
         the next sweep with the same pool logs in to no node again (`--watch`, `serve`);
-        without, the sweep opens its own and closes them at the end.
+        without, the sweep opens its own and closes them at the end. With `clients` too, each
+        node's GPUd HTTPS connection is kept as well (see `session()`).
         """
         started_at, start = utcnow(), time.monotonic()
         semaphore = asyncio.Semaphore(max(1, self.options.concurrency))
@@ -169,7 +240,7 @@ class Checker:
             async def one(index: int, target: NodeTarget) -> Snapshot:
                 nonlocal done
                 async with semaphore:
-                    snapshot = await self.check(target, shared, kept_before=start)
+                    snapshot = await self.check(target, shared, kept_before=start, clients=clients)
                 done += 1
                 if on_snapshot:
                     on_snapshot(index, snapshot)
@@ -183,9 +254,12 @@ class Checker:
                 await shared.close()
             else:  # a kept pool keeps only this sweep's nodes (the inventory may have changed)
                 await shared.close_except({t.ssh for t in targets})
+            if clients is not None:
+                await clients.close_except({_node_key(t) for t in targets})
         return SweepResult(tuple(snapshots), started_at, time.monotonic() - start)
 
-    async def check(self, target: NodeTarget, pool: SSHPool, *, kept_before: float | None = None) -> Snapshot:
+    async def check(self, target: NodeTarget, pool: SSHPool, *, kept_before: float | None = None,
+                    clients: GpudClients | None = None) -> Snapshot:
         """One node, within `timeout_s`; never raises for a node problem.
 
         A connection opened before `kept_before` (monotonic time: kept from an earlier sweep)
@@ -196,11 +270,11 @@ class Checker:
         deadline = time.monotonic() + self.options.timeout_s
 
         async def attempt() -> Snapshot:
-            snapshot, conn = await self._check(target, pool, phase, deadline)
+            snapshot, conn = await self._check(target, pool, phase, deadline, clients)
             if (conn is not None and conn.closed and not snapshot.gpud.reachable
                     and kept_before is not None and conn.opened_at < kept_before):
                 phase[0] = "ssh"
-                snapshot, _ = await self._check(target, pool, phase, deadline)
+                snapshot, _ = await self._check(target, pool, phase, deadline, clients)
             return snapshot
 
         try:
@@ -213,7 +287,8 @@ class Checker:
             return self._failed(target, "timeout", f"GPUd did not answer within the {t:g} s deadline")
 
     async def _check(
-        self, target: NodeTarget, pool: SSHPool, phase: list[str], deadline: float
+        self, target: NodeTarget, pool: SSHPool, phase: list[str], deadline: float,
+        clients: GpudClients | None = None,
     ) -> tuple[Snapshot, SSHConnection | None]:
         """The node's snapshot, and the connection it was read over (None if none opened)."""
         conn: SSHConnection | None = None
@@ -228,16 +303,26 @@ class Checker:
         phase[0] = "gpud"
         # Leave the client a little slack so it reports its own timeout before ours fires.
         remaining = max(0.5, deadline - time.monotonic() - 0.25)
-        client = GpudClient(
+        if clients is not None:
+            client = await clients.client_for(target, tunnel, lambda: self._gpud_client(tunnel, remaining))
+            snapshot = await self._read(client, target)
+        else:
+            async with self._gpud_client(tunnel, remaining) as client:
+                snapshot = await self._read(client, target)
+        return snapshot.with_verdict(score_snapshot(snapshot, self.options.thresholds)), conn
+
+    @staticmethod
+    async def _read(client: GpudClient, target: NodeTarget) -> Snapshot:
+        return await client.read(task_id=target.task_id, task_name=target.task_name, node=target.node,
+                                 instance_type=target.instance_type)
+
+    def _gpud_client(self, tunnel: Tunnel, deadline_s: float) -> GpudClient:
+        return GpudClient(
             tunnel.url("https"),
-            timeout_s=min(self.options.request_timeout_s, remaining),
-            deadline_s=remaining,
+            timeout_s=min(self.options.request_timeout_s, deadline_s),
+            deadline_s=deadline_s,
             events_window_s=self.options.events_window_s,
         )
-        async with client:
-            snapshot = await client.read(task_id=target.task_id, task_name=target.task_name,
-                                         node=target.node, instance_type=target.instance_type)
-        return snapshot.with_verdict(score_snapshot(snapshot, self.options.thresholds)), conn
 
     async def _not_listening(self, target: NodeTarget, conn: SSHConnection, exc: SSHError) -> Snapshot:
         # Only on failure: one more round trip tells "not installed" from "installed, not running".
