@@ -245,8 +245,8 @@ def _sweep_loop(
 
     targets = targets_for(tasks, config)
     # --watch keeps its connections between sweeps in one process: after the first sweep, a
-    # node costs no login and ~2.5x less time than with fresh connections, which beats sharing
-    # the sweep among processes that log in again every time.
+    # node costs no login and a quarter of the time it takes on fresh connections, which beats
+    # sharing the sweep among processes that log in again every time.
     processes = workers or (1 if watch_s is not None else auto_workers(len(targets)))
     report = _Reporter(config, out, as_json=as_json, watch=watch_s is not None, store=store)
     if watch_s is not None and processes == 1:
