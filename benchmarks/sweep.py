@@ -86,7 +86,7 @@ def run_watch(home: Path, env_home: Path, timeout_s: float, sweeps: int = 4) -> 
                              "--timeout", str(timeout_s)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
-    decoder, buf, elapsed = json.JSONDecoder(), "", []
+    buf, elapsed = b"", []
     deadline = time.monotonic() + 600
     try:
         while len(elapsed) < sweeps and time.monotonic() < deadline:
@@ -96,15 +96,13 @@ def run_watch(home: Path, env_home: Path, timeout_s: float, sweeps: int = 4) -> 
             chunk = os.read(proc.stdout.fileno(), 1 << 20)
             if not chunk:
                 break
-            buf += chunk.decode()
-            while True:
-                stripped = buf.lstrip()
-                try:
-                    doc, end = decoder.raw_decode(stripped)
-                except ValueError:
-                    break
+            buf += chunk
+            # Each document ends with a "}" alone on its line (indented JSON): decode only whole
+            # ones, so that this process's parsing stays small beside the sweep it measures.
+            while (end := buf.find(b"\n}\n")) >= 0:
+                doc = json.loads(buf[: end + 2])
                 elapsed.append(float(doc["elapsed_s"]))
-                buf = stripped[end:]
+                buf = buf[end + 3 :]
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
