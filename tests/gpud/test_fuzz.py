@@ -77,7 +77,9 @@ def _decoded(states: Any) -> Any:
 
 def _encoded(doc: Any) -> Any:
     for entry in doc if isinstance(doc, list) else []:
-        for state in entry.get("states") or [] if isinstance(entry, dict) else []:
+        states = entry.get("states") if isinstance(entry, dict) else None
+        # A mutation may have made `states` anything (1, "x", {}): only a list holds states.
+        for state in states if isinstance(states, list) else []:
             info = state.get("extra_info") if isinstance(state, dict) else None
             if isinstance(info, dict) and not isinstance(info.get("data"), str) and "data" in info:
                 info["data"] = json.dumps(info["data"])
