@@ -8,6 +8,7 @@ of the wrong type, an empty string (GPUd leaves `""` after a failed check) or Na
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -56,6 +57,8 @@ def opt_float(value: Any) -> float | None:
 def opt_int(value: Any) -> int | None:
     """A whole number (counts, bytes) within int64, or None. Floats are truncated: metrics carry
     floats. Beyond int64 no GPU counter goes, and the snapshot's JSON encoder could not write it."""
+    if type(value) is int:  # the common case (JSON counters), checked without the calls below
+        return value if -_INT64_LIMIT < value < _INT64_LIMIT else None
     if isinstance(value, int) and not isinstance(value, bool):
         number: float | int = value  # exact, whatever its size
     else:
@@ -99,7 +102,8 @@ def as_records(value: Any) -> list[Mapping[str, Any]] | None:
         return []
     if not isinstance(value, list):
         return None
-    if not all(isinstance(item, Mapping) for item in value):
+    # `type(...) is dict` first: decoded JSON is always dicts, and the Mapping ABC check is slow.
+    if not all(type(item) is dict or isinstance(item, Mapping) for item in value):
         return None
     return value
 
@@ -112,6 +116,12 @@ def normalize_bus_id(value: Any) -> str | None:
     """
     if not isinstance(value, str):
         return None
+    return _normalize_bus_text(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalize_bus_text(value: str) -> str | None:
+    # Cached: a node's few bus ids come back in every blob of every read (~90 times a read).
     match = _BUS_ID.match(value.strip())
     if match is None:
         return None
