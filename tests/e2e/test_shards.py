@@ -102,7 +102,7 @@ def test_a_worker_that_hangs_is_stopped_and_what_it_sent_is_kept(
     quick = checker.with_options(SweepOptions(timeout_s=3))
     started = time.monotonic()
     result = _sweep(quick, targets, 2, worker_argv=hang, worker_slack_s=5)
-    assert time.monotonic() - started < 3 + 5 + 10  # not the 600 s the worker would take
+    assert time.monotonic() - started < 120  # stopped after 3 + 5 s, not left for its 600 s (hang bound)
     lost = result.snapshots[1::2]
     assert lost[0].gpud.state != SWEEP_WORKER_STATE and lost[0].status == HealthStatus.CRITICAL  # "hot"
     for s in lost[1:]:
