@@ -78,9 +78,9 @@ def _live_sweep(config: Config, *, keep_connections: bool = False) -> _LiveSweep
     """The sweep of `flow health --gpu`: every GPU task of the inventory, over SSH.
 
     The inventory is re-read at each sweep, so tasks added or removed while `serve` runs
-    show up at the next sweep. With `keep_connections` (serve), the SSH connections stay open
-    between sweeps: each node sees one login, not one per interval; the returned callable's
-    `aclose()` closes them.
+    show up at the next sweep. With `keep_connections` (serve), the SSH and GPUd connections stay
+    open between sweeps (`Checker.session()`): each node sees one login, not one per interval;
+    the returned callable's `aclose()` closes them.
 
     Raises:
         ConfigError: the inventory holds no GPU task (checked once, up front).
@@ -99,7 +99,7 @@ def _live_sweep(config: Config, *, keep_connections: bool = False) -> _LiveSweep
 
 
 class _LiveSweep:
-    """A `SweepFn` over the inventory's GPU tasks, with the SSH pool it may keep."""
+    """A `SweepFn` over the inventory's GPU tasks, in a sweep session when it keeps connections."""
 
     def __init__(self, config: Config, checker: Checker, session: SweepSession | None) -> None:
         self._config, self._checker, self._session = config, checker, session

@@ -234,7 +234,7 @@ class Checker:
 
         own_pool = pool is None
         # Not `pool or ...`: an SSHPool has a length, and an empty one is falsy.
-        shared = SSHPool(self.ssh_options, connect_factory=self._connect_factory) if pool is None else pool
+        shared = self.new_pool() if pool is None else pool
         try:
 
             async def one(index: int, target: NodeTarget) -> Snapshot:

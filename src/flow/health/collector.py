@@ -35,6 +35,7 @@ from typing import Any
 
 from flow.config import Config, Thresholds
 from flow.errors import ConfigError, FlowError, StorageError
+from flow.health.bootid import local_boot_id
 from flow.health.host import HostSampler
 from flow.health.nvml import NvmlReader
 from flow.health.sampling import GpudReader, Sampler
@@ -223,7 +224,7 @@ class Collector:
         self._nvml = nvml if nvml is not None else (NvmlReader() if settings.use_nvml else None)
         self.sampler = Sampler(
             settings, gpud=self._gpud, host=host or HostSampler(), nvml=self._nvml,
-            thresholds=settings.thresholds, boot_id=_boot_id() if self._gpud is not None else None,
+            thresholds=settings.thresholds, boot_id=local_boot_id() if self._gpud is not None else None,
         )
         self.streamers: list[Streamer] = []
         self.cycles = 0
@@ -454,13 +455,6 @@ class Collector:
                 await streamer.aclose()
         if self._nvml is not None:
             self._nvml.close()
-
-
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
-    except OSError:
-        return None
 
 
 async def collect_once(settings: CollectorSettings, *, store: bool = True, **parts: Any) -> Snapshot:

@@ -95,21 +95,16 @@ class GpuTable:
         self.gpus = gpus
 
     @staticmethod
-    def _quiet(column: _Column, cells: dict[str, list[str]]) -> bool:
-        return all(text in _QUIET for text in cells[column.name])
-
-    def _choose(self, columns: Sequence[_Column], cells: dict[str, list[str]], width: int) -> list[_Column]:
+    def _choose(columns: Sequence[_Column], cells: dict[str, list[str]], quiet: set[str],
+                width: int) -> list[_Column]:
         def need(c: _Column) -> int:
             longest = max(len(text) for text in cells[c.name])
             content = max(len(c.name), min(longest, _WRAP_MIN) if c.wraps else longest)
             return content + _CELL_EXTRA
 
-        def rank(c: _Column) -> int:
-            return c.priority + (_QUIET_DEMOTION if self._quiet(c, cells) else 0)
-
         kept: set[str] = set()
         used = 1  # the table's closing border
-        for c in sorted(columns, key=rank):
+        for c in sorted(columns, key=lambda c: c.priority + (_QUIET_DEMOTION if c.name in quiet else 0)):
             if used + need(c) <= width:
                 kept.add(c.name)
                 used += need(c)
@@ -120,18 +115,19 @@ class GpuTable:
         shared_model = models.pop() if len(models) == 1 else None
         columns = [c for c in _COLUMNS if not (c.name == "Model" and shared_model is not None)]
         cells = {c.name: [c.cell(g) for g in self.gpus] for c in columns}
-        shown = self._choose(columns, cells, options.max_width)
-        left_out = [c for c in columns if c not in shown]
-        busy = [c.name for c in left_out if not self._quiet(c, cells)]
-        quiet = [c.name for c in left_out if self._quiet(c, cells)]
+        quiet = {name for name, texts in cells.items() if all(text in _QUIET for text in texts)}
+        shown = self._choose(columns, cells, quiet, options.max_width)
+        left_out = [c.name for c in columns if c not in shown]
+        busy = [name for name in left_out if name not in quiet]
+        idle = [name for name in left_out if name in quiet]
         title = f"GPUs: {len(self.gpus)} x {shared_model}" if shared_model else "GPUs"
         notes = []
         if any(c.name == "ECC c/u" for c in shown):
             notes.append("ECC: corrected/uncorrected since boot · over the GPU's life")
         if busy:
             notes.append(f"not shown at this width: {', '.join(busy)} (--json has every reading)")
-        if quiet:
-            notes.append(f"nothing to report (0, ok, - or N/A on every GPU): {', '.join(quiet)}")
+        if idle:
+            notes.append(f"nothing to report (0, ok, - or N/A on every GPU): {', '.join(idle)}")
         table = Table(title=title, caption="\n".join(notes) or None, caption_justify="left")
         for c in shown:
             table.add_column(c.name, justify=c.justify,  # type: ignore[arg-type]

@@ -76,13 +76,7 @@ class SSHPool:
         """Close every connection; cancel attempts still running (idempotent)."""
         self._closed = True
         attempts, self._attempts = list(self._attempts.values()), {}
-        for task in attempts:
-            if not task.done():
-                task.cancel()
-        results = await asyncio.gather(*attempts, return_exceptions=True)
-        for result in results:
-            if isinstance(result, SSHConnection):  # failed or cancelled attempts hold nothing
-                await result.close()
+        await asyncio.gather(*(_close_attempt(task) for task in attempts))
 
     async def __aenter__(self) -> SSHPool:
         return self
@@ -94,6 +88,8 @@ class SSHPool:
 
 
 async def _close_attempt(task: asyncio.Task[SSHConnection]) -> None:
+    """Cancel an attempt still running; close the connection of one that succeeded (a failed
+    or cancelled attempt holds nothing)."""
     if not task.done():
         task.cancel()
     result = (await asyncio.gather(task, return_exceptions=True))[0]

@@ -18,7 +18,6 @@ import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +26,7 @@ import httpx
 import orjson
 
 from flow.errors import GPUdError, GPUdStatusError, GPUdTimeout
+from flow.health.bootid import local_boot_id
 from flow.health.gpud.adapt import snapshot_from_responses
 from flow.health.gpud.values import opt_text
 from flow.health.snapshot import GpudStatus, ReadError, Snapshot, utcnow
@@ -47,20 +47,7 @@ DEFAULT_DEADLINE_S = 10.0  # the whole read of one node
 DEFAULT_EVENTS_WINDOW_S = 3600.0  # XIDs and other events of the last hour
 DEFAULT_METRICS_SINCE_S = 120.0  # GPUd samples once a minute: the last one or two samples
 DEFAULT_MACHINE_INFO_TTL_S = 3600.0  # a GPUd upgrade without a reboot shows within the hour
-_BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 _SNIPPET = 120
-
-
-def local_boot_id(path: Path = _BOOT_ID_PATH) -> str | None:
-    """This machine's boot id (what GPUd reports as `bootID`), or None where there is none.
-
-    The collector runs on the node itself and passes this to `read(boot_id=...)`, so that
-    /machine-info is fetched once per boot.
-    """
-    try:
-        return path.read_text(encoding="ascii").strip() or None
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 class MachineInfoCache:

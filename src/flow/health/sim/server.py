@@ -16,13 +16,13 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from flow.health.bootid import local_boot_id
 from flow.health.sim.api import DEFAULT_QUERY_SINCE_S, ApiError, NodeApi, parse_version
 from flow.health.sim.gofmt import go_duration_s
 from flow.health.sim.hardware import DEFAULT_GPU_MODEL, resolve_model
@@ -51,19 +51,10 @@ _SHUTDOWN_TIMEOUT_S = 0.25
 _GZIP_LEVEL = 5
 
 
-_BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
-
-
-def host_boot_id(path: Path = _BOOT_ID_PATH) -> str | None:
-    """This machine's boot id (Linux), or None: what a GPUd running on this host reports.
-
-    A collector on the same host compares it with GPUd's to keep /machine-info for the boot, so
-    a node simulated for it should report this one (`SimNode(boot_id=host_boot_id())`).
-    """
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
+#: This machine's boot id, or None: what a GPUd running on this host reports. A collector on
+#: the same host compares it with GPUd's to keep /machine-info for the boot, so a node simulated
+#: for it should report this one (`SimNode(boot_id=host_boot_id())`).
+host_boot_id = local_boot_id
 
 
 class SimNode:
