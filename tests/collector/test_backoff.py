@@ -59,3 +59,25 @@ def test_parse_retry_after_seconds_and_http_date() -> None:
     assert parse_retry_after("soon") is None
     assert parse_retry_after("") is None
     assert parse_retry_after(None) is None
+
+
+@pytest.mark.parametrize("retry_after", [0.0, -5.0, 0.01, float("nan")])
+def test_retry_after_below_the_minimum_waits_the_minimum(retry_after: float) -> None:
+    # Issue 12: `Retry-After: 0` (or a past date) made a tight loop of POSTs.
+    backoff = Backoff(min_s=0.5, max_s=300.0, rng=_ceiling_rng)
+    assert [backoff.next_delay(retry_after_s=retry_after) for _ in range(3)] == [0.5, 0.5, 0.5]
+
+
+def test_retry_after_is_capped_at_an_hour() -> None:
+    backoff = Backoff(min_s=1.0, max_s=300.0)
+    assert backoff.next_delay(retry_after_s=86400.0 * 365) == 3600.0
+    assert backoff.next_delay(retry_after_s=float("inf")) == 3600.0
+
+
+@pytest.mark.parametrize("value", ["\xb2", "-1", "1.5", "Mon, 01 Jan 99999 00:00:00 GMT",
+                                   "Mon, 01 Jan 1970 00:00:00 +9999", "\x00", "9" * 400 + "x"])
+def test_parse_retry_after_garbage_is_none_never_an_exception(value: str) -> None:
+    from flow.health.sinks.base import parse_retry_after as sink_parse_retry_after
+
+    assert parse_retry_after(value) is None
+    assert sink_parse_retry_after(value) is None

@@ -3,6 +3,11 @@
 Full jitter (AWS architecture blog, "Exponential Backoff and Jitter"): the n-th consecutive
 failure waits a uniform random time in [0, min(cap, base * 2**n)], so that a fleet of
 collectors that lost the same endpoint does not come back in lockstep.
+
+A server's Retry-After wins over the jitter, within bounds: at most an hour (a clock-skewed
+date must not park delivery for days), and at least the backoff minimum, since `0`, a date in
+the past or a negative number would otherwise retry in a tight loop (a hundred POSTs a second
+to an endpoint that is already struggling).
 """
 
 from __future__ import annotations
@@ -39,11 +44,17 @@ class Backoff:
             )
 
     def next_delay(self, retry_after_s: float | None = None) -> float:
-        """Seconds to wait after one more failure. A server's Retry-After wins when given."""
+        """Seconds to wait after one more failure.
+
+        A server's Retry-After wins when given, clamped to [min_s, MAX_RETRY_AFTER_S].
+        """
         ceiling = min(self.max_s, self.min_s * 2.0 ** min(self.failures, 60))
         self.failures += 1
         if retry_after_s is not None:
-            return max(0.0, min(retry_after_s, MAX_RETRY_AFTER_S))
+            # `not <=` also catches NaN, which max()/min() would pass through.
+            if not retry_after_s >= self.min_s:
+                return self.min_s
+            return min(retry_after_s, MAX_RETRY_AFTER_S)
         return self.rng(0.0, ceiling)
 
     def capped_delay(self) -> float:
@@ -62,11 +73,12 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    # isdigit() alone accepts "²" and other Unicode digits, which float() refuses.
+    if text.isascii() and text.isdigit():
         return float(text)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
