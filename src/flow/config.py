@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from flow import grammar
 from flow.errors import ConfigError
 
 __all__ = [
@@ -75,7 +75,6 @@ DEFAULT_PENALTIES: Mapping[str, int] = {
 
 _BOOL_TRUE = frozenset({"1", "true", "yes", "on", "y", "t", "enable", "enabled"})
 _BOOL_FALSE = frozenset({"0", "false", "no", "off", "n", "f", "disable", "disabled"})
-_VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 
 
 def parse_bool(value: object, *, name: str) -> bool:
@@ -153,26 +152,12 @@ def _port(value: object, *, name: str) -> int:
 
 
 def _gpud_version(value: object, *, name: str) -> str:
-    text = str(value).strip()
-    if not _VERSION_RE.match(text):
-        raise ConfigError(f"{name}={value!r} is not a GPUd release tag; allowed: vMAJOR.MINOR.PATCH")
-    return text
+    return grammar.gpud_version(str(value).strip(), name=name)
 
 
 def _gpud_bind(value: object, *, name: str) -> str:
-    text = str(value).strip()
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        raise ConfigError(
-            f"{name}={value!r} is not an IP address; allowed: a loopback address such as 127.0.0.1"
-        ) from None
-    if not address.is_loopback:
-        raise ConfigError(
-            f"{name}={value!r} would expose GPUd beyond this host; allowed: a loopback address "
-            "(127.0.0.0/8 or ::1): flow reaches GPUd through SSH tunnels"
-        )
-    return text
+    # It lands in root scripts and GPUd's flags: flow.grammar holds it to its real grammar.
+    return grammar.bind_address(str(value).strip(), name=name)
 
 
 def _endpoint(value: object, *, name: str) -> str | None:

@@ -36,7 +36,7 @@ def test_startup_script_uses_the_config_and_the_options(
     assert code == 0, err
     assert out.startswith("#!/bin/sh\n")
     for line in ("GPUD_VERSION=v0.6.1", "GPUD_SOURCE=mirror", f"GPUD_SHA256={'a' * 64}",
-                 'FLAGS="--listen-address=127.0.0.1:16001"', "FLOW_METRICS_INTERVAL='30'",
+                 "FLAGS='--listen-address=127.0.0.1:16001'", "FLOW_METRICS_INTERVAL='30'",
                  "FLOW_TASK_ID='task-a1b'", "FLOW_PACKAGE=flow-health==0.1.0"):
         assert line in out.splitlines()
 

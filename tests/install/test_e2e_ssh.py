@@ -85,7 +85,7 @@ def test_install_status_uninstall_over_ssh(
         assert line in env.splitlines()
     assert (root / "etc/systemd/system/gpud.service").read_text() == units.gpud_unit()
     assert (root / "etc/systemd/system/flow-metrics-streamer.service").read_text() == units.collector_unit()
-    assert f'FLAGS="--listen-address=127.0.0.1:{gpud_port}"' in (root / "etc/default/gpud").read_text()
+    assert f"FLAGS='--listen-address=127.0.0.1:{gpud_port}'" in (root / "etc/default/gpud").read_text()
 
     # GPUd (the simulator behind the stand-in) answers on the configured loopback address.
     answer = httpx.get(f"https://127.0.0.1:{gpud_port}/healthz", verify=False, timeout=5)

@@ -157,9 +157,9 @@ def test_mirror_url_takes_the_node_arch() -> None:
 
 
 def test_gpud_defaults_bind_loopback() -> None:
-    assert 'FLAGS="--listen-address=127.0.0.1:15132"' in units.gpud_defaults(InstallOptions())
+    assert "FLAGS='--listen-address=127.0.0.1:15132'" in units.gpud_defaults(InstallOptions())
     ipv6 = units.gpud_defaults(InstallOptions(gpud_bind="::1", gpud_port=20000))
-    assert 'FLAGS="--listen-address=[::1]:20000"' in ipv6
+    assert "FLAGS='--listen-address=[::1]:20000'" in ipv6
 
 
 def test_gpud_unit() -> None:

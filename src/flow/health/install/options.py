@@ -1,9 +1,10 @@
 """What one install run is told: GPUd version and source, listen address, collector settings.
 
 `InstallOptions` is built from a `Config` (`from_config`) and then narrowed per node
-(`for_task`). It validates everything that ends up inside a generated script, so the script
-generator can trust its input: values written to the env file may not contain quotes,
-backslashes or control characters, and every option error names the CLI option.
+(`for_task`). It checks every value that ends up inside a generated script against that value's
+grammar (`flow.grammar`): values written to the env file may not contain quotes, backslashes or
+control characters, and every option error names the CLI option or variable. The generators
+quote each value all the same (`shell.py`).
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
-import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from flow import __version__
+from flow import __version__, grammar
 from flow.config import Config, validate_endpoint
 from flow.errors import ConfigError
+from flow.secrets import read_secret_file, validate_token
 
 __all__ = [
     "DEFAULT_HEALTHZ_TIMEOUT_S",
@@ -37,11 +38,7 @@ GPUD_INSTALLER_URL = "https://pkg.gpud.dev/install.sh"
 SYSTEMD_MODES = ("auto", "yes", "no")
 DEFAULT_HEALTHZ_TIMEOUT_S = 60
 
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
-_VERSION_RE = re.compile(r"^v\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
-# Env-file values are single-quoted (valid for systemd's EnvironmentFile= and for POSIX sh),
-# so a value may hold any printable character except the quote and the backslash.
-_ENV_VALUE_RE = re.compile(r"^[^\x00-\x1f\x7f'\\]*$")
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def default_package_spec() -> str:
@@ -50,7 +47,7 @@ def default_package_spec() -> str:
 
 
 def listen_address(bind: str, port: int) -> str:
-    """`127.0.0.1:15132`, or `[::1]:15132` for an IPv6 address."""
+    """`127.0.0.1:15132`, or `[::1]:15132` for an IPv6 address (`[::1%lo]:15132` with a scope)."""
     try:
         if ipaddress.ip_address(bind).version == 6:
             return f"[{bind}]:{port}"
@@ -60,37 +57,28 @@ def listen_address(bind: str, port: int) -> str:
 
 
 def read_token_file(path: Path, *, option: str = "--token-file") -> str:
-    """The metrics auth token from a file that only its owner can read (mode 0600 or stricter).
+    """The metrics auth token from a regular file that only its owner can read (0600 or stricter).
 
     Raises:
-        ConfigError: the file is missing, readable by others, or empty.
+        ConfigError: the file breaks a rule of `flow.secrets.read_secret_file`, or the token is
+            not a valid bearer token; the message names `option` and the path, never the token.
     """
-    try:
-        info = path.stat()
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{option}={str(path)!r}: cannot read the token file: {exc.strerror}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{option}={str(path)!r} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"allowed: mode 0600 (chmod 600 {path})"
-        )
-    token = text.strip()
-    if not token:
-        raise ConfigError(f"{option}={str(path)!r} is empty; allowed: a file holding the token")
-    return token
+    token = read_secret_file(path, name=option, what="token")
+    return validate_token(token, source=f"{option}={str(path)!r}")
 
 
-def _env_value(value: str | None, *, option: str, secret: bool = False) -> str | None:
+def _string(value: object, *, option: str, secret: bool = False) -> str:
+    # Library callers bypass the CLI's types: a non-string is a clear error, never a TypeError.
+    if not isinstance(value, str):
+        shown = option if secret else f"{option}={value!r}"
+        raise ConfigError(f"{shown} is a {type(value).__name__}; allowed: a string")
+    return value
+
+
+def _env_value(value: object, *, option: str, secret: bool = False) -> str | None:
     if value is None:
         return None
-    if not _ENV_VALUE_RE.match(value):
-        shown = option if secret else f"{option}={value!r}"
-        raise ConfigError(
-            f"{shown} holds a quote, backslash or control character; "
-            "allowed: printable characters other than ' and \\"
-        )
-    return value
+    return grammar.text(_string(value, option=option, secret=secret), name=option, secret=secret)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,12 +103,7 @@ class GpudSource:
                 "allowed: one of them"
             )
         if self.tarball is not None:
-            _env_value(self.tarball, option="--gpud-tarball")
-            if not self.tarball.startswith("/"):
-                raise ConfigError(
-                    f"--gpud-tarball={self.tarball!r} is not an absolute path; "
-                    "allowed: an absolute path on the node"
-                )
+            grammar.absolute_path(_string(self.tarball, option="--gpud-tarball"), name="--gpud-tarball")
         if self.mirror is not None:
             _env_value(self.mirror, option="--gpud-mirror")
             parts = urlsplit(self.mirror)
@@ -132,7 +115,7 @@ class GpudSource:
                     "(with optional {version}, {arch}, {file})"
                 )
         if self.sha256 is not None:
-            if not _SHA256_RE.match(self.sha256):
+            if not isinstance(self.sha256, str) or not _SHA256_RE.fullmatch(self.sha256):
                 raise ConfigError(
                     f"--gpud-sha256={self.sha256!r} is not a SHA-256 digest; allowed: 64 hex digits"
                 )
@@ -182,50 +165,55 @@ class InstallOptions:
     healthz_timeout_s: int = DEFAULT_HEALTHZ_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        if not _VERSION_RE.match(self.gpud_version):
-            raise ConfigError(
-                f"--gpud-version={self.gpud_version!r} is not a GPUd release tag; "
-                "allowed: vMAJOR.MINOR.PATCH"
-            )
-        try:
-            ipaddress.ip_address(self.gpud_bind)
-        except ValueError:
-            raise ConfigError(
-                f"FLOW_GPUD_BIND={self.gpud_bind!r} is not an IP address; allowed: 127.0.0.1 or ::1"
-            ) from None
-        if not 1 <= self.gpud_port <= 65535:
-            raise ConfigError(f"FLOW_GPUD_PORT={self.gpud_port!r} is out of range; allowed: 1-65535")
+        # Every value below lands in a root script or file: each is held to its grammar here,
+        # and the generators quote it all the same.
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"FLOW_HEALTH_MONITORING={self.enabled!r} is not allowed; allowed: true, false")
+        grammar.gpud_version(_string(self.gpud_version, option="--gpud-version"), name="--gpud-version")
+        grammar.bind_address(_string(self.gpud_bind, option="FLOW_GPUD_BIND"), name="FLOW_GPUD_BIND")
+        grammar.port(self.gpud_port, name="FLOW_GPUD_PORT")
         if self.metrics_endpoint is not None:
+            # As a secret: the URL may carry user:password@ or an API key.
+            _env_value(self.metrics_endpoint, option="--endpoint", secret=True)
             validate_endpoint(self.metrics_endpoint, name="--endpoint")
-            _env_value(self.metrics_endpoint, option="--endpoint")
-        if not self.metrics_interval > 0:
-            raise ConfigError(f"--interval={self.metrics_interval!r} is out of range; allowed: seconds > 0")
+        grammar.finite_positive(self.metrics_interval, name="--interval", unit=" (seconds)")
         for option, number in (
             ("--batch-size", self.metrics_batch_size),
             ("--retention-days", self.retention_days),
             ("--compress-after-days", self.compress_after_days),
             ("--healthz-timeout", self.healthz_timeout_s),
         ):
-            if number < 1:
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
                 raise ConfigError(f"{option}={number!r} is out of range; allowed: an integer >= 1")
         if self.auth_token is not None and (
-            not self.auth_token or any(c.isspace() for c in self.auth_token)
+            not isinstance(self.auth_token, str)
+            or not self.auth_token
+            or any(c.isspace() for c in self.auth_token)
         ):
             # The value itself is a secret: never quote it back.
             raise ConfigError("the metrics auth token is empty or holds whitespace; allowed: one word")
         _env_value(self.auth_token, option="the metrics auth token", secret=True)
-        _env_value(self.task_id, option="--task-id")
+        if self.task_id is not None:
+            grammar.identifier(_string(self.task_id, option="--task-id"), name="--task-id")
         _env_value(self.task_name, option="--task-name")
         _env_value(self.instance_type, option="--instance-type")
         if self.package is not None:
-            if not self.package.strip() or "\n" in self.package:
+            _env_value(self.package, option="--package")
+            if not self.package.strip():
                 raise ConfigError(
                     f"--package={self.package!r} is empty; allowed: a pip requirement or a path, "
                     "or 'none' to skip the pip install"
                 )
-            _env_value(self.package, option="--package")
-        if not self.python.strip():
+            if self.package.startswith("-"):
+                # pip would read it as an option (--index-url=...), not as what to install.
+                raise ConfigError(
+                    f"--package={self.package!r} starts with '-'; allowed: a pip requirement or "
+                    "a path, or 'none' to skip the pip install"
+                )
+        if not _string(self.python, option="--python").strip():
             raise ConfigError(f"--python={self.python!r} is empty; allowed: a python3 command")
+        grammar.command(self.python, name="--python")
+        _env_value(self.root, option="--root")
         if self.root and (not self.root.startswith("/") or self.root == "/"):
             raise ConfigError(
                 f"--root={self.root!r} is not allowed; allowed: empty (the real root) or an "
@@ -233,7 +221,6 @@ class InstallOptions:
             )
         if self.root:
             object.__setattr__(self, "root", posixpath.normpath(self.root))
-            _env_value(self.root, option="--root")
         if self.systemd not in SYSTEMD_MODES:
             raise ConfigError(
                 f"--systemd={self.systemd!r} is not allowed; allowed: {', '.join(SYSTEMD_MODES)}"
@@ -246,7 +233,8 @@ class InstallOptions:
 
     @property
     def healthz_url(self) -> str:
-        return f"https://{self.listen_address}/healthz"
+        """GPUd's /healthz; an IPv6 scope's `%` is written `%25`, as URLs spell it (RFC 6874)."""
+        return f"https://{self.listen_address.replace('%', '%25')}/healthz"
 
     @classmethod
     def from_config(cls, config: Config, **overrides: Any) -> InstallOptions:

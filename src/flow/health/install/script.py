@@ -96,10 +96,10 @@ def _settings(options: InstallOptions) -> str:
         f"GPUD_INSTALLER_URL={sh_quote(GPUD_INSTALLER_URL)}",
         f"FLOW_PACKAGE={sh_quote(options.package or '')}",
         f"FLOW_PYTHON={sh_quote(options.python)}",
-        f"HEALTHZ_TIMEOUT={options.healthz_timeout_s}",
+        f"HEALTHZ_TIMEOUT={sh_quote(str(options.healthz_timeout_s))}",
         "",
         "gpud_mirror_url() {  # the tarball URL on the internal mirror, for this node's $ARCH",
-        f"    printf '%s\\n' {_mirror_url_word(mirror, options.gpud_version) if mirror else chr(39) * 2}",
+        f"    printf '%s\\n' {_mirror_url_word(mirror, options.gpud_version) if mirror else sh_quote('')}",
         "}",
         "",
     ]
@@ -407,8 +407,13 @@ fallback_gpud() {
     FLAGS=
     # shellcheck source=/dev/null
     . "$GPUD_DEFAULTS"
-    # shellcheck disable=SC2086 # FLAGS holds several words on purpose, as `$FLAGS` in the unit does
-    start_background "$GPUD_PID" "$GPUD_LOG" "$GPUD_BIN" run $FLAGS || fail "cannot start $GPUD_BIN"
+    # FLAGS holds several words on purpose, as `$FLAGS` in the unit does; split them, but never
+    # expand a pattern: `[::1]:15132` is a bracket expression that a file in the cwd would match.
+    set -f
+    # shellcheck disable=SC2086
+    if start_background "$GPUD_PID" "$GPUD_LOG" "$GPUD_BIN" run $FLAGS; then f_ok=1; else f_ok=0; fi
+    set +f
+    [ "$f_ok" = 1 ] || fail "cannot start $GPUD_BIN"
     report gpud-service changed "gpud $f_did without systemd (pid $(cat "$GPUD_PID"), log $GPUD_LOG)"
 }
 

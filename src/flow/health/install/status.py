@@ -23,6 +23,7 @@ import orjson
 
 from flow.health.install.options import InstallOptions
 from flow.health.install.script import assemble
+from flow.health.install.shell import sh_quote
 from flow.health.snapshot import parse_time
 
 __all__ = ["NodeStatus", "parse_status", "status_script"]
@@ -69,7 +70,8 @@ main() {
         say gpud.installed no
     fi
     say gpud.service "$(service_state gpud.service "$GPUD_PID")"
-    q_listen=$(sed -n 's/.*--listen-address=\([^ "]*\).*/\1/p' "$GPUD_DEFAULTS" 2>/dev/null | head -n 1)
+    # FLAGS='--listen-address=...' (or "..." as earlier versions and `gpud up` write it).
+    q_listen=$(sed -n "s/.*--listen-address=\\([^ \"']*\\).*/\\1/p" "$GPUD_DEFAULTS" 2>/dev/null | head -n 1)
     say gpud.listen "${q_listen:-$GPUD_LISTEN}"
     q_body=$(curl -sk --max-time 3 "https://${q_listen:-$GPUD_LISTEN}/healthz" 2>/dev/null || :)
     case $q_body in
@@ -206,7 +208,7 @@ class NodeStatus:
 
 def status_script(options: InstallOptions) -> str:
     """The read-only status script; `options` supplies root, systemd and the listen address."""
-    settings = f"\nGPUD_LISTEN='{options.listen_address}'\n"
+    settings = f"\nGPUD_LISTEN={sh_quote(options.listen_address)}\n"
     return assemble("flow health status: reads the install state (changes nothing)", options, settings, _BODY)
 
 

@@ -2,12 +2,15 @@
 
 Pure functions of `InstallOptions`. The script compares each against what is on the node and
 writes only what differs, so the text must be deterministic (no timestamps, no host names).
+Every value goes in through a quoting helper of `shell.py`: `env_assignment` for the two files
+that systemd and `sh` both read, `systemd_word` for the units.
 """
 
 from __future__ import annotations
 
 from flow.health.install import layout
 from flow.health.install.options import InstallOptions
+from flow.health.install.shell import env_assignment, systemd_word
 
 __all__ = ["collector_unit", "gpud_defaults", "gpud_unit", "metrics_env"]
 
@@ -19,12 +22,14 @@ def gpud_defaults(options: InstallOptions) -> str:
     return (
         _HEADER
         + "# GPUd binds to loopback: flow reaches it through SSH tunnels, never over the network.\n"
-        + f'FLAGS="--listen-address={options.listen_address}"\n'
+        + env_assignment("FLAGS", f"--listen-address={options.listen_address}")
     )
 
 
 def gpud_unit() -> str:
     """/etc/systemd/system/gpud.service, shaped like the unit `gpud up` writes."""
+    defaults = systemd_word(layout.GPUD_DEFAULTS)
+    binary = systemd_word(layout.GPUD_BIN, command_line=True)
     return f"""{_HEADER}[Unit]
 Description=GPUd GPU health agent (installed by flow)
 Documentation=https://github.com/leptonai/gpud
@@ -34,8 +39,8 @@ After=network-online.target local-fs.target
 [Service]
 # GPUd tells systemd when it is ready (sd_notify), as in the unit `gpud up` writes.
 Type=notify
-EnvironmentFile=-{layout.GPUD_DEFAULTS}
-ExecStart={layout.GPUD_BIN} run $FLAGS
+EnvironmentFile=-{defaults}
+ExecStart={binary} run $FLAGS
 Restart=always
 RestartSec=5s
 LimitNOFILE=65536
@@ -47,6 +52,9 @@ WantedBy=multi-user.target
 
 def collector_unit() -> str:
     """/etc/systemd/system/flow-metrics-streamer.service, hardened (docs/install.md explains each line)."""
+    env_file = systemd_word(layout.ENV_FILE)
+    flow = systemd_word(layout.VENV_FLOW, command_line=True)
+    state_dir = systemd_word(layout.STATE_DIR)
     return f"""{_HEADER}[Unit]
 Description=flow health metrics collector (flow-metrics-streamer)
 Wants=network-online.target gpud.service
@@ -54,8 +62,8 @@ After=network-online.target gpud.service
 
 [Service]
 Type=simple
-EnvironmentFile={layout.ENV_FILE}
-ExecStart={layout.VENV_FLOW} health collect
+EnvironmentFile={env_file}
+ExecStart={flow} health collect
 Restart=always
 RestartSec=10s
 # /var/lib/flow: the metrics store and the streaming cursor (FLOW_HOME, FLOW_METRICS_DIR).
@@ -65,7 +73,7 @@ UMask=0077
 # Hardening: it reads GPUd over loopback HTTPS and /proc, and writes only its state directory.
 NoNewPrivileges=yes
 ProtectSystem=strict
-ReadWritePaths={layout.STATE_DIR}
+ReadWritePaths={state_dir}
 ProtectHome=yes
 PrivateTmp=yes
 ProtectKernelTunables=yes
@@ -94,9 +102,9 @@ def _number(value: float) -> str:
 def metrics_env(options: InstallOptions) -> str:
     """/etc/flow/metrics.env (mode 0600): the collector's settings and the token.
 
-    Values are single-quoted, which both systemd's EnvironmentFile= and POSIX `sh` read
-    literally; `InstallOptions` refuses values that hold a quote or a backslash. An empty value
-    means "unset" to flow's config loader (no endpoint, no token).
+    Values are single-quoted (`env_assignment`), which both systemd's EnvironmentFile= and POSIX
+    `sh` read literally; `InstallOptions` refuses values that hold a quote or a backslash. An
+    empty value means "unset" to flow's config loader (no endpoint, no token).
     """
     rows = (
         ("FLOW_TASK_ID", options.task_id or ""),
@@ -114,7 +122,7 @@ def metrics_env(options: InstallOptions) -> str:
         ("FLOW_HOME", layout.STATE_DIR),
         ("FLOW_METRICS_DIR", layout.STORE_DIR),
     )
-    body = "".join(f"{name}='{value}'\n" for name, value in rows)
+    body = "".join(env_assignment(name, value) for name, value in rows)
     return (
         _HEADER
         + "# Read by flow-metrics-streamer.service (EnvironmentFile=). Mode 0600: it holds the token.\n"
