@@ -13,7 +13,7 @@ so an encoded request is always safe to print.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -23,6 +23,7 @@ import httpx
 
 from flow.errors import FlowError
 from flow.health.snapshot import Snapshot
+from flow.secrets import redact_url, scrub
 
 __all__ = [
     "EncodedRequest",
@@ -119,7 +120,7 @@ class EncodedRequest:
 
     def describe(self) -> str:
         """A printable header block for --dry-run (secret headers shown as <redacted>)."""
-        lines = [f"{self.method} {self.url}"]
+        lines = [f"{self.method} {redact_url(self.url)}"]
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
         lines += [f"{k}: <redacted>" for k in self.secret_headers]
         size = f"{len(self.body)} bytes"
@@ -162,10 +163,10 @@ def error_from_response(
 ) -> SinkError:
     """Map a non-2xx answer to a SinkError; the message quotes a short, single-line body excerpt.
 
-    The URL is shown without its query string (some APIs accept keys there).
+    The URL is shown without its query string (some APIs accept keys there) and redacted.
     """
     excerpt = " ".join(response.text[:_BODY_EXCERPT].split())
-    url = response.request.url.copy_with(query=None)
+    url = redact_url(str(response.request.url.copy_with(query=None)))
     return SinkError(
         f"{sink}: {what} to {url} answered {response.status_code} {response.reason_phrase}"
         + (f": {excerpt}" if excerpt else ""),
@@ -177,12 +178,19 @@ def error_from_response(
     )
 
 
-def error_from_transport(exc: httpx.HTTPError, *, sink: str, url: str, delivered: int = 0) -> SinkError:
-    """Map an httpx transport failure (refused, timeout, reset) to a retryable SinkError."""
+def error_from_transport(
+    exc: httpx.HTTPError, *, sink: str, url: str, delivered: int = 0, secrets: Iterable[str] = ()
+) -> SinkError:
+    """Map an httpx transport failure (refused, timeout, reset) to a retryable SinkError.
+
+    The URL is redacted and the exception text scrubbed of `secrets` (the request's secret
+    header values): h11's "Illegal header value b'...'" quotes the value it refused.
+    """
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed"
-    detail = str(exc) or type(exc).__name__
+    detail = scrub(str(exc) or type(exc).__name__, secrets)
     return SinkError(
-        f"{sink}: request to {url} {kind}: {detail}", retryable=True, sink=sink, delivered=delivered
+        f"{sink}: request to {redact_url(url)} {kind}: {detail}", retryable=True, sink=sink,
+        delivered=delivered,
     )
 
 

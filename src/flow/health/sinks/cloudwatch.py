@@ -27,6 +27,7 @@ from flow.health.sinks.base import EncodedRequest, SinkError, is_retryable_statu
 from flow.health.sinks.settings import CloudWatchSettings
 from flow.health.sinks.vocabulary import MetricType, snapshot_families
 from flow.health.snapshot import Snapshot, utcnow
+from flow.secrets import redact_url, scrub, url_secrets
 
 __all__ = ["MAX_DATUMS_PER_CALL", "MAX_DIMENSIONS", "CloudWatchSink", "cloudwatch_datums", "require_boto3"]
 
@@ -107,7 +108,7 @@ class CloudWatchSink:
         self.name = settings.name
         self.settings = settings
         self._client = client
-        self.destination = f"cloudwatch {self._endpoint()} namespace={settings.namespace}"
+        self.destination = f"cloudwatch {redact_url(self._endpoint())} namespace={settings.namespace}"
 
     def _get_client(self) -> Any:
         if self._client is None:
@@ -236,8 +237,10 @@ class CloudWatchSink:
                 hint=f"set health.sinks.{self.name}.region or AWS_REGION",
             )
         retryable = isinstance(exc, (HTTPClientError, ConnectionError, OSError))
+        # botocore quotes the endpoint URL ("Could not connect to the endpoint URL: ...").
+        detail = scrub(str(exc), url_secrets(self.settings.endpoint_url or ""))
         return SinkError(
-            f"{self.name}: PutMetricData failed: {exc}",
+            f"{self.name}: PutMetricData failed: {detail}",
             retryable=retryable,
             sink=self.name,
             delivered=delivered,

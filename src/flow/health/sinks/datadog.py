@@ -24,6 +24,7 @@ from flow.health.sinks.http import HttpSender, gzip_body
 from flow.health.sinks.settings import DatadogSettings
 from flow.health.sinks.vocabulary import snapshot_families
 from flow.health.snapshot import Snapshot
+from flow.secrets import redact_url
 
 __all__ = ["MAX_PAYLOAD_BYTES", "MAX_UNCOMPRESSED_BYTES", "SERIES_PATH", "DatadogSink", "datadog_series"]
 
@@ -67,7 +68,7 @@ class DatadogSink:
         self.name = settings.name
         self.settings = settings
         self.url = settings.base_url + SERIES_PATH
-        self.destination = f"datadog {self.url}"
+        self.destination = f"datadog {redact_url(self.url)}"
         self.max_payload_bytes = max_payload_bytes
         # Uncompressed, the wire limit is the body limit.
         self.max_body_bytes = (max_uncompressed_bytes - 1) if settings.gzip else max_payload_bytes

@@ -32,6 +32,7 @@ from flow.health.sinks.http import HttpSender, gzip_body
 from flow.health.sinks.settings import OtlpSettings
 from flow.health.sinks.vocabulary import MetricType, snapshot_families
 from flow.health.snapshot import Snapshot
+from flow.secrets import redact_url
 
 __all__ = [
     "OTLP_RETRYABLE_STATUSES",
@@ -121,7 +122,7 @@ class OtlpSink:
     def __init__(self, settings: OtlpSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.name = settings.name
         self.settings = settings
-        self.destination = f"otlp {settings.endpoint}"
+        self.destination = f"otlp {redact_url(settings.endpoint)}"
         self._proto = require_otlp_proto() if settings.encoding == "protobuf" else None
         self._http = HttpSender(
             sink=self.name,

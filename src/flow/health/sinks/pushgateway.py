@@ -21,6 +21,7 @@ from flow.health.sinks.prometheus import TEXT_CONTENT_TYPE, exposition_text
 from flow.health.sinks.settings import PushgatewaySettings
 from flow.health.sinks.vocabulary import latest_per_node, snapshot_families
 from flow.health.snapshot import Snapshot
+from flow.secrets import redact_url
 
 __all__ = ["PushgatewaySink", "grouping_path"]
 
@@ -49,7 +50,7 @@ class PushgatewaySink:
     ) -> None:
         self.name = settings.name
         self.settings = settings
-        self.destination = f"pushgateway {settings.url} job={settings.job}"
+        self.destination = f"pushgateway {redact_url(settings.url)} job={settings.job}"
         auth = (
             httpx.BasicAuth(settings.username, settings.password)
             if settings.username and settings.password is not None

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from flow.config import parse_bool, validate_endpoint
 from flow.errors import ConfigError
+from flow.secrets import read_secret_file, validate_header_value, validate_password, validate_token
 
 __all__ = [
     "DEFAULT_CLOUDWATCH_NAMESPACE",
@@ -62,27 +62,6 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9.\-_/#:]{1,255}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _JOB_RE = re.compile(r"^\S{1,200}$")
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-
-def read_secret_file(path: Path, *, name: str) -> str:
-    """Read a secret from a file that only its owner may read (mode 0600 or stricter).
-
-    Raises:
-        ConfigError: unreadable, readable by group/others, or empty.
-    """
-    try:
-        info = path.stat()
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"{name}={str(path)!r} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                f"allowed: mode 0600 (chmod 600 {path})"
-            )
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{name}={str(path)!r}: cannot read the file: {exc.strerror}") from None
-    if not secret:
-        raise ConfigError(f"{name}={str(path)!r} is empty; allowed: a file holding the secret")
-    return secret
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,8 +209,14 @@ def _pushgateway(section: _Section, env: Mapping[str, str]) -> PushgatewaySettin
         )
     password_file = section.path("password_file")
     password = env.get("FLOW_PUSHGATEWAY_PASSWORD") or None
-    if password is None and password_file is not None:
-        password = read_secret_file(password_file, name=section.key("password_file"))
+    if password is not None:
+        validate_password(password, source="FLOW_PUSHGATEWAY_PASSWORD")
+    elif password_file is not None:
+        where = section.key("password_file")
+        password = validate_password(
+            read_secret_file(password_file, name=where, what="password"),
+            source=f"{where}={str(password_file)!r}",
+        )
     username = section.text("username", None)
     if password is not None and username is None:
         raise ConfigError(
@@ -264,8 +249,14 @@ def _datadog(section: _Section, env: Mapping[str, str]) -> DatadogSettings:
     )
     key_file = section.path("api_key_file")
     api_key = (env.get("DD_API_KEY") or "").strip() or None
-    if api_key is None and key_file is not None:
-        api_key = read_secret_file(key_file, name=section.key("api_key_file"))
+    if api_key is not None:
+        validate_token(api_key, source="DD_API_KEY", what="API key")
+    elif key_file is not None:
+        where = section.key("api_key_file")
+        api_key = validate_token(
+            read_secret_file(key_file, name=where, what="API key"),
+            source=f"{where}={str(key_file)!r}", what="API key",
+        )
     tags = section.raw.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
         raise section.bad("tags", tags, 'a list of "key:value" strings')
@@ -301,15 +292,18 @@ def _cloudwatch(section: _Section, env: Mapping[str, str]) -> CloudWatchSettings
 def parse_otlp_headers(text: str, *, name: str) -> dict[str, str]:
     """Parse OTel's `key1=value1,key2=value2` header list (values URL-encoded)."""
     headers: dict[str, str] = {}
-    for item in text.split(","):
+    for number, item in enumerate(text.split(","), 1):
         if not item.strip():
             continue
         key, sep, value = item.partition("=")
         key = unquote(key.strip())
         if not sep or not _HEADER_NAME_RE.match(key):
-            # Never quote the value: headers carry API keys.
-            raise ConfigError(f"{name} has a malformed entry (key {key!r}); allowed: key1=value1,key2=value2")
-        headers[key] = unquote(value.strip())
+            # Never quote the entry: without its '=' the whole of it may be the API key.
+            raise ConfigError(
+                f"{name} has a malformed entry (entry {number}); allowed: key1=value1,key2=value2 "
+                "with header names of letters, digits and !#$%&'*+.^_`|~-"
+            )
+        headers[key] = validate_header_value(unquote(value.strip()), source=f"{name}, header {key!r}")
     return headers
 
 
@@ -334,8 +328,8 @@ def _otlp(section: _Section, env: Mapping[str, str]) -> OtlpSettings:
     if headers_file is not None:
         headers.update(
             parse_otlp_headers(
-                read_secret_file(headers_file, name=section.key("headers_file")),
-                name=section.key("headers_file"),
+                read_secret_file(headers_file, name=section.key("headers_file"), what="headers"),
+                name=f"{section.key('headers_file')}={str(headers_file)!r}",
             )
         )
     return OtlpSettings(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import stat
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -28,13 +27,18 @@ __all__ = ["DEFAULT_SEND_TIMEOUT_S", "EndpointSink", "TokenSource", "redact_url"
 
 log = logging.getLogger("flow.collector.stream")
 
+from flow.secrets import read_secret_file, scrub, validate_token
 DEFAULT_SEND_TIMEOUT_S = 10.0
 _EXCERPT_CHARS = 200
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 
 
 def redact_url(url: str) -> str:
-    """The URL without user:password and query string (which may carry credentials)."""
+    """The URL without user:password and query string (which may carry credentials).
+
+    This is the endpoint's identity in the stream cursor (`destination`), so its form must
+    not change; to show a URL with its parameters, use `flow.secrets.redact_url`.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
@@ -43,10 +47,17 @@ def redact_url(url: str) -> str:
 
 
 class TokenSource:
-    """The bearer token: fixed (environment), or re-read from a 0600 file on every call."""
+    """The bearer token: fixed (environment), or re-read from a 0600 file on every call.
+
+    A file that becomes unusable (unreadable, not a regular file, readable by others, empty,
+    two lines, a character a header cannot carry) is reported once, by name and reason and
+    never by content, and the last good token is kept; with none, `get()` raises a retryable
+    `DeliveryError` so that the batch stays on disk instead of going out unauthenticated.
+    """
 
     def __init__(self, *, token: str | None = None, path: Path | None = None) -> None:
-        self._token = token
+        """Raises ConfigError when `token` is not a valid bearer token (never quoting it)."""
+        self._token = None if token is None else validate_token(token, source="the bearer token")
         self._path = path if token is None else None
         self._last_problem: str | None = None
 
@@ -55,20 +66,16 @@ class TokenSource:
             return self._token
         problem = None
         try:
-            info = self._path.stat()
-            if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-                problem = f"mode {stat.S_IMODE(info.st_mode):04o} is readable by others (need 0600)"
-            else:
-                fresh = self._path.read_text(encoding="utf-8").strip()
-                if fresh:
-                    self._token = fresh
-                else:
-                    problem = "the file is empty"
-        except OSError as exc:
-            problem = exc.strerror or str(exc)
+            self._token = validate_token(
+                read_secret_file(self._path, name="token file", what="token"),
+                source=f"token file {str(self._path)!r}",
+            )
+        except ConfigError as exc:
+            problem = exc.message
         if problem != self._last_problem:
             if problem:
-                log.error("token file %s unusable: %s; keeping the last good token", self._path, problem)
+                log.warning("%s; %s", problem, "keeping the last good token" if self._token
+                            else "holding the records until it is fixed")
             elif self._last_problem:
                 log.info("token file %s readable again", self._path)
             self._last_problem = problem
@@ -77,6 +84,8 @@ class TokenSource:
 
 class EndpointSink:
     """Sends batches to one HTTP endpoint with httpx (a kept-alive connection)."""
+        if problem and not self._token:
+            raise DeliveryError(f"no usable token: {problem}", retryable=True)
 
     def __init__(
         self,
@@ -144,4 +153,4 @@ class EndpointSink:
 
     @staticmethod
     def _scrub(text: str, token: str | None) -> str:
-        return text.replace(token, "<token>") if token else text
+        return scrub(text, [token], replacement="<token>")
