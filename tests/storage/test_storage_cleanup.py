@@ -9,7 +9,6 @@ from pathlib import Path
 
 import orjson
 
-from flow.health.storage import StreamPosition
 from storage.builders import T0, Clock, data_files, make_store, series, snap
 
 DAY = timedelta(days=1)
@@ -71,8 +70,7 @@ def test_protect_and_keep_since_keep_undelivered_days(tmp_path: Path) -> None:
     root = tmp_path / "m"
     fill_days(root, 4)
     store = make_store(root, Clock(T0 + 10 * DAY), retention_days=2)
-    position = StreamPosition(task_id="task-a", day=date(2026, 11, 22), offset=0)
-    result = store.cleanup(protect=position.protects)
+    result = store.cleanup(protect=lambda task, day: day >= date(2026, 11, 22))
     assert [p.name for p in result.deleted] == ["2026-11-20.jsonl", "2026-11-21.jsonl"]
     assert [p.name for p in result.kept] == ["2026-11-22.jsonl", "2026-11-23.jsonl"]
     # keep_since: nothing holding data newer than the cutoff goes.

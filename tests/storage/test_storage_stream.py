@@ -40,8 +40,9 @@ def test_resume_reads_every_snapshot_exactly_once_in_write_order(tmp_path: Path)
         delivered.extend(batch)
         position = StreamPosition.from_dict(orjson.loads(orjson.dumps(position.to_dict())))
     assert delivered == written
-    assert position == StreamPosition(task_id="task-a", day=date(2026, 11, 22),
-                                      offset=(store.task_dir("task-a") / "2026-11-22.jsonl").stat().st_size)
+    sizes = [(day, (store.task_dir("task-a") / f"{day}.jsonl").stat().st_size)
+             for day in (date(2026, 11, 20), date(2026, 11, 21), date(2026, 11, 22))]
+    assert position == StreamPosition(task_id="task-a", days=tuple(sizes))
     store.write_snapshot(snap(T0 + 2 * DAY + timedelta(hours=1)))
     assert drain(store, position)[0] == [snap(T0 + 2 * DAY + timedelta(hours=1))]
 
@@ -86,8 +87,13 @@ def test_a_torn_line_in_an_older_day_is_skipped_and_counted(tmp_path: Path) -> N
     store.write_snapshots(series(T0 + DAY, 2))
     got, position = drain(store, StreamPosition.start("task-a"))
     assert [s.timestamp for s in got] == [T0, T0 + MINUTE, T0 + DAY, T0 + DAY + MINUTE]
+    # Any day can still be written (a clock step), so its unfinished tail is not judged yet...
+    assert store.corrupt_lines_skipped == 0
+    assert [d for d, _ in position.days] == [date(2026, 11, 20), date(2026, 11, 21)]
+    # ... and holds nothing back: the next write to that day ends it, and it is counted then.
+    store.write_snapshot(snap(T0 + 3 * MINUTE))
+    assert drain(store, position)[0] == [snap(T0 + 3 * MINUTE)]
     assert store.corrupt_lines_skipped == 1
-    assert position.day == date(2026, 11, 21)
 
 
 def test_raw_lines_are_the_stored_bytes(tmp_path: Path) -> None:
@@ -109,7 +115,7 @@ def test_an_unknown_task_or_a_deleted_day_reads_what_is_left(tmp_path: Path) -> 
     store = make_store(tmp_path / "m", Clock(T0 + 10 * DAY), retention_days=2)
     store.write_snapshots(series(T0, 3) + series(T0 + 9 * DAY, 3))
     assert drain(store, StreamPosition.start("task-zzz"))[0] == []
-    stale = StreamPosition(task_id="task-a", day=date(2026, 11, 20), offset=10)
+    stale = StreamPosition(task_id="task-a", days=((date(2026, 11, 20), 10),))
     store.cleanup()  # 2026-11-20 is past retention and not protected: gone
     assert [s.timestamp for s in drain(store, stale)[0]] == [T0 + 9 * DAY + i * MINUTE for i in range(3)]
 
@@ -120,17 +126,30 @@ def test_an_unknown_task_or_a_deleted_day_reads_what_is_left(tmp_path: Path) -> 
     {"task_id": "t", "day": "2026-13-01", "offset": 0},
     {"task_id": "t", "day": "2026-11-20", "offset": -1},
     {"task_id": "t", "day": "2026-11-20", "offset": "12"},
+    {"task_id": "t", "days": {"2026-11-20": -1}},
+    {"task_id": "t", "days": {"20 Nov": 5}},
+    {"task_id": "t", "days": ["2026-11-20", 5]},
 ])
 def test_malformed_positions_are_refused(raw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         StreamPosition.from_dict(raw)
 
 
-def test_positions_order_and_print() -> None:
-    a = StreamPosition(task_id="t", day=date(2026, 11, 20), offset=5)
-    b = StreamPosition(task_id="t", day=date(2026, 11, 21), offset=0)
-    assert a < b
-    assert str(a) == "t@2026-11-20+5"
-    assert str(StreamPosition.start("t")) == "t@start+0"
-    assert a.protects("t", date(2026, 11, 20)) and not a.protects("t", date(2026, 11, 19))
-    assert not a.protects("other", date(2026, 11, 21))
+def test_positions_print_and_round_trip() -> None:
+    a = StreamPosition(task_id="t", days=((date(2026, 11, 20), 5), (date(2026, 11, 21), 0)))
+    assert str(a) == "t@2026-11-20+5,2026-11-21+0"
+    assert str(StreamPosition.start("t")) == "t@start"
+    assert StreamPosition.from_dict(orjson.loads(orjson.dumps(a.to_dict()))) == a
+    assert a.offset(date(2026, 11, 20)) == 5 and a.offset(date(2026, 11, 19)) is None
+
+
+def test_a_single_day_cursor_of_the_earlier_format_resumes_where_it_stood(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "m", Clock(T0 + 2 * DAY))
+    store.write_snapshots(series(T0, 3) + series(T0 + DAY, 3))
+    day2 = store.task_dir("task-a") / "2026-11-21.jsonl"
+    one_line = len(snap(T0 + DAY).to_json()) + 1
+    legacy = StreamPosition.from_dict({"task_id": "task-a", "day": "2026-11-21", "offset": one_line})
+    assert day2.stat().st_size > one_line
+    got, position = drain(store, legacy)
+    assert [s.timestamp for s in got] == [T0 + DAY + MINUTE, T0 + DAY + 2 * MINUTE]
+    assert position.floor is None and position.offset(date(2026, 11, 20)) is not None

@@ -13,6 +13,7 @@ from flow.cli.common import EXIT_OK, EXIT_PROBLEMS
 from flow.config import Config
 from flow.errors import FlowError
 from flow.fleet.inventory import Inventory
+from flow.fs import ensure_private_dir
 
 __all__ = ["check_lines", "self_check"]
 
@@ -61,7 +62,7 @@ def check_lines(config: Config) -> list[tuple[bool, str]]:
                                      "run ssh-agent / ssh-add, or give --key"))
     store = config.metrics_dir
     try:
-        store.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(store)
         with tempfile.NamedTemporaryFile(dir=store, prefix=".selfcheck-"):
             pass
         lines.append((True, f"metrics store {store} writable"))

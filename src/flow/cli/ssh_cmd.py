@@ -13,6 +13,7 @@ from flow.cli.common import EXIT_PROBLEMS, get_config
 from flow.errors import FlowError
 from flow.fleet import Inventory, node_params, pick_node
 from flow.fleet.logs import LOG_SOURCES, log_command
+from flow.fs import ensure_private_dir
 from flow.ssh import SSHOptions, SSHParams, ssh_argv
 
 __all__ = ["logs", "ssh"]
@@ -40,7 +41,7 @@ def ssh(task: str, node: str | None, command: tuple[str, ...]) -> None:
     if binary is None:
         raise FlowError("the ssh client is not installed", hint="install OpenSSH's client (openssh-client)")
     # ssh records new host keys in flow's known_hosts but does not create its directory.
-    config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_dir(config.home)
     argv = ssh_argv(params, SSHOptions.from_config(config), command, ssh_binary=binary)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -29,17 +29,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from flow.config import Config, Thresholds
 from flow.errors import ConfigError, FlowError, StorageError
+from flow.fs import ensure_private_dir
 from flow.health.bootid import local_boot_id
 from flow.health.host import HostSampler
 from flow.health.nvml import NvmlReader
 from flow.health.sampling import GpudReader, Sampler
-from flow.health.snapshot import Snapshot, utcnow
+from flow.health.snapshot import Snapshot, format_time, utcnow
+from flow.health.storage.cursors import CURSOR_DIR
 from flow.health.streaming.backoff import DEFAULT_BACKOFF_MAX_S, DEFAULT_BACKOFF_MIN_S, Backoff
 from flow.health.streaming.cursor import CursorFile
 from flow.health.streaming.endpoint import DEFAULT_SEND_TIMEOUT_S, EndpointSink, TokenSource
@@ -60,7 +62,10 @@ log = logging.getLogger("flow.collector")
 
 #: How often the collector runs the store's retention (compress, delete), with its cursor protected.
 CLEANUP_EVERY = timedelta(hours=1)
-_STATE_DIR = ".collector"
+#: A difference this large between the wall clock's and the monotonic clock's advance from one
+#: sample to the next is a clock step (NTP slews smaller errors), and is logged.
+CLOCK_STEP_WARN_S = 5.0
+_STATE_DIR = CURSOR_DIR  # where every deleter of the store looks for cursors
 
 
 def default_cursor_path(metrics_dir: Path) -> Path:
@@ -175,7 +180,7 @@ class _DaemonLock:
     def acquire(self) -> None:
         """Raises FlowError when another collector holds it or it cannot be created."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ensure_private_dir(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise StorageError(f"{self.path}: cannot create the collector's lock: {exc.strerror or exc}",
@@ -232,6 +237,7 @@ class Collector:
         self._wakes: list[asyncio.Event] = []
         self._writing: asyncio.Future[None] | None = None
         self._next_cleanup: float | None = None
+        self._last_sample: tuple[datetime, float] | None = None
         self._cleanup_thread: threading.Thread | None = None
 
     def _make_gpud(self) -> GpudReader | None:
@@ -273,6 +279,7 @@ class Collector:
         """
         snap = await self.sampler.sample()
         self.cycles += 1
+        self._check_clock(snap.timestamp)
         if store:
             # Shielded: a shutdown that cancels the sampler still lets this write finish, and
             # waits for it (`_writing`) before the sender's last read.
@@ -285,6 +292,21 @@ class Collector:
                 for wake in self._wakes:
                     wake.set()
         return snap
+
+    def _check_clock(self, wall: datetime) -> None:
+        """Log a step of the wall clock between two samples (NTP stepping it, an operator
+        setting it): the samples keep the times they were taken at, so the history has a gap
+        or an overlap there, but delivery reads by position in the files and loses nothing."""
+        mono = self._clock()
+        if self._last_sample is not None:
+            last_wall, last_mono = self._last_sample
+            step = (wall - last_wall).total_seconds() - (mono - last_mono)
+            if abs(step) >= CLOCK_STEP_WARN_S:
+                log.warning("the wall clock stepped %s by %.1f s between two samples (%s, then %s); "
+                            "each sample keeps its own time and every one is still delivered",
+                            "back" if step < 0 else "forward", abs(step), format_time(last_wall),
+                            format_time(wall))
+        self._last_sample = (wall, mono)
 
     @property
     def streamer(self) -> Streamer | None:
@@ -422,24 +444,13 @@ class Collector:
             log.warning("retention cleanup failed: %s", exc)
 
     def _cleanup(self) -> None:
-        from flow.health.storage.stream import StreamPosition
-
-        # Keep every day some destination has not acknowledged yet.
-        cursors = []
-        for streamer in self.streamers:
-            state = streamer.state
-            if state is not None and isinstance(state.position, dict):
-                with contextlib.suppress(ValueError):
-                    cursors.append((streamer.destination, StreamPosition.from_dict(state.position)))
-
-        def protect(task_id: str, day: date) -> bool:
-            return any(position.protects(task_id, day) for _, position in cursors)
-
-        result = self._store.cleanup(utcnow(), protect=protect if cursors else None)
-        if result.kept:
-            log.warning("retention kept %d file(s) past %d days because they are not yet delivered (%s): %s",
+        # The store keeps every day a destination has not acknowledged: it reads each cursor
+        # under <metrics_dir>/.collector/, as `flow health cleanup` does.
+        result = self._store.cleanup(utcnow())
+        if result.undelivered:
+            log.warning("retention kept %d file(s) past %d days because they are not yet delivered: %s",
                         len(result.kept), self.settings.retention_days,
-                        ", ".join(d for d, _ in cursors), ", ".join(str(p) for p in result.kept[:5]))
+                        "; ".join(result.undelivered[:5]))
         if result.deleted:
             log.info("retention deleted %d file(s) older than %d days", len(result.deleted),
                      self.settings.retention_days)

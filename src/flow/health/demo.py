@@ -20,6 +20,7 @@ import asyncssh
 
 from flow.fleet.inventory import Inventory
 from flow.fleet.model import Node, Task
+from flow.fs import ensure_private_dir
 from flow.health.sim import SCENARIOS, SimNode
 from flow.ssh import SSHOptions
 
@@ -91,7 +92,7 @@ class DemoFleet:
                           user_known_hosts_files=(), ssh_config_files=(), connect_timeout_s=5.0)
 
     async def start(self) -> DemoFleet:
-        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_private_dir(self.home)
         client_key = asyncssh.generate_private_key("ssh-ed25519")
         key_path = self.home / "demo_id_ed25519"
         client_key.write_private_key(str(key_path))

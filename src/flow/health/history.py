@@ -19,6 +19,7 @@ from pathlib import Path
 
 from flow.config import Config
 from flow.errors import SSHError
+from flow.fs import ensure_private_dir
 from flow.health.checker import NodeTarget
 from flow.health.snapshot import Snapshot, utcnow
 from flow.health.storage import MetricsStore, task_dirname
@@ -81,7 +82,7 @@ async def fetch_task_history(
             for i, target in enumerate(targets):
                 node_root = Path(tmp) / str(i)
                 dest = node_root / task_dirname(task_id)
-                dest.mkdir(parents=True, mode=0o700)
+                ensure_private_dir(dest)
                 try:
                     count = await _fetch_node(pool, target, days, dest, remote_dir, timeout_s)
                 except (SSHError, asyncio.TimeoutError, OSError) as exc:

@@ -27,6 +27,8 @@ from typing import Any
 
 import asyncssh
 
+from flow.fs import ensure_private_dir
+
 __all__ = [
     "HostKeyCheck",
     "KnownHostEntry",
@@ -182,7 +184,7 @@ class KnownHostsStore:
         if any(e.key.public_data == key.public_data and e.marker is None for e in self.lookup(host, port)):
             return self.record_file  # a concurrent connection recorded it already
         path = self.record_file
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(path.parent)
         algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
         line = f"{name} {algorithm} {blob}\n"
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

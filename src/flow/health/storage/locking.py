@@ -14,36 +14,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from flow.fs import DIR_MODE, ensure_private_dir
 from flow.health.storage.layout import LOCK_NAME
 
 __all__ = ["DIR_MODE", "FILE_MODE", "ensure_private_dir", "task_lock"]
 
-DIR_MODE = 0o700
 FILE_MODE = 0o600
-
-
-def ensure_private_dir(path: Path) -> None:
-    """Create `path` (and missing parents) with mode exactly 0700; existing ones are left alone.
-
-    Raises:
-        OSError: it cannot be created, or it exists and is not a directory.
-    """
-    try:
-        os.mkdir(path, DIR_MODE)
-    except FileExistsError:
-        if not os.path.isdir(path):
-            raise NotADirectoryError(f"{path} exists and is not a directory") from None
-        return
-    except FileNotFoundError:
-        ensure_private_dir(path.parent)  # a missing parent is ours too (say ~/.flow)
-        try:
-            os.mkdir(path, DIR_MODE)
-        except FileExistsError:
-            return
-    # mkdir's mode is filtered by the umask; metrics reveal what runs where, so the store's
-    # own directories are private whatever the umask. A directory we did not create (say a
-    # FLOW_METRICS_DIR the user pointed at) keeps its mode.
-    os.chmod(path, DIR_MODE)
 
 
 @contextlib.contextmanager

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from flow.errors import StorageError
 from flow.health.snapshot import parse_time
 from flow.health.storage.compact import compress_day, delete_day, remove_stale_tmp
 from flow.health.storage.layout import LOCK_NAME, DayFiles, day_end, list_days, task_dirs, to_utc
@@ -16,10 +18,15 @@ from flow.health.storage.locking import task_lock
 from flow.health.storage.reader import dir_task_id
 from flow.health.storage.results import CleanupResult, StoreStats
 
-__all__ = ["Protect", "run_cleanup", "scan_stats"]
+__all__ = ["Holders", "Protect", "run_cleanup", "scan_stats"]
+
+log = logging.getLogger(__name__)
 
 #: `protect(task_id, day)` returns True to keep a day file that retention would delete.
 Protect = Callable[[str, date], bool]
+#: `holders(task_id, files)`: the stream cursors that have not delivered all of that day, each
+#: as (its name, the bytes of the day it has read: 0 for none).
+Holders = Callable[[str, DayFiles], list[tuple[str, int]]]
 
 
 def _size(path: Path) -> int:
@@ -39,6 +46,8 @@ def run_cleanup(
     keep_since: datetime | None = None,
     dry_run: bool = False,
     only: Path | None = None,
+    holders: Holders | None = None,
+    drop_undelivered: bool = False,
 ) -> CleanupResult:
     """See `MetricsStore.cleanup`. `only`: just this task directory."""
     now = to_utc(now)
@@ -48,6 +57,9 @@ def run_cleanup(
     deleted: list[Path] = []
     kept: list[Path] = []
     errors: list[str] = []
+    undelivered: list[str] = []
+    dropped: list[Path] = []
+    dropped_records = 0
     freed = 0
     for task_dir in [only] if only is not None else task_dirs(root):
         task_id: str | None = None
@@ -64,6 +76,23 @@ def run_cleanup(
                     if protect(task_id, day):
                         kept.extend(existing)
                         continue
+                held = []
+                if holders is not None:
+                    task_id = task_id or dir_task_id(task_dir)
+                    held = holders(task_id, files)
+                if held:
+                    names = ", ".join(sorted({name for name, _ in held}))
+                    if not drop_undelivered:
+                        kept.extend(existing)
+                        undelivered.append(f"{task_id} {day}: not yet delivered to {names}")
+                        continue
+                    records = _count_records(files, min(read for _, read in held))
+                    dropped.extend(existing)
+                    dropped_records += records
+                    log.warning("%s %s: %s %d undelivered record(s) (%d bytes on disk) that %s "
+                                "has not acknowledged, as asked (drop_undelivered)", task_id, day,
+                                "would drop" if dry_run else "dropping", records,
+                                sum(max(0, _size(p)) for p in existing), names)
                 if dry_run:
                     deleted.extend(existing)
                     freed += sum(max(0, _size(p)) for p in existing)
@@ -94,7 +123,20 @@ def run_cleanup(
                 errors.append(f"{task_dir}: {exc.strerror or exc}")
     return CleanupResult(now=now, compressed=tuple(compressed), deleted=tuple(deleted),
                          kept=tuple(kept), bytes_freed=freed, errors=tuple(errors),
-                         dry_run=dry_run)
+                         dry_run=dry_run, undelivered=tuple(undelivered),
+                         dropped_undelivered=tuple(dropped), dropped_records=dropped_records)
+
+
+def _count_records(files: DayFiles, start: int) -> int:
+    """The lines of a day's stream from byte `start` (what a cursor has not delivered)."""
+    count = 0
+    try:
+        with open_day(files) as od:
+            for line in iter_day_lines(od, ReadCounters(), start_offset=start):
+                count += bool(line.data)
+    except (OSError, StorageError):
+        return count
+    return count
 
 
 def _remove_if_empty(task_dir: Path) -> None:

@@ -18,8 +18,11 @@ class CleanupResult:
 
     `compressed` lists the `.jsonl` files that became `.jsonl.gz`; `deleted` the files removed
     for being past retention; `kept` the files past retention that `protect`/`keep_since`
-    saved. `bytes_freed` counts deleted bytes plus what compression saved (a dry run cannot
-    know the latter, so it counts deletions only). `errors` name files that could not be
+    saved; `undelivered` says, per task and day kept, which stream cursors have not delivered
+    it. `dropped_undelivered` lists the files deleted although undelivered (only when asked,
+    `drop_undelivered=True`), holding `dropped_records` records. `bytes_freed` counts deleted
+    bytes plus what compression saved (a dry run cannot know the latter, so it counts
+    deletions only). `errors` name files that could not be
     handled; cleanup carries on with the rest.
     """
 
@@ -30,6 +33,9 @@ class CleanupResult:
     bytes_freed: int = 0
     errors: tuple[str, ...] = ()
     dry_run: bool = False
+    undelivered: tuple[str, ...] = ()
+    dropped_undelivered: tuple[Path, ...] = ()
+    dropped_records: int = 0
 
     @property
     def changed(self) -> bool:
@@ -44,6 +50,9 @@ class CleanupResult:
             "kept": [str(p) for p in self.kept],
             "bytes_freed": self.bytes_freed,
             "errors": list(self.errors),
+            "undelivered": list(self.undelivered),
+            "dropped_undelivered": [str(p) for p in self.dropped_undelivered],
+            "dropped_records": self.dropped_records,
         }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
 from operator import itemgetter
@@ -21,6 +22,7 @@ from typing import Any
 from flow.config import Config, load_config
 from flow.errors import ConfigError, StorageError
 from flow.health.snapshot import Snapshot, utcnow
+from flow.health.storage.cursors import stored_cursors
 from flow.health.storage.layout import (
     CLEANUP_STAMP,
     DayFiles,
@@ -35,7 +37,7 @@ from flow.health.storage.locking import FILE_MODE, ensure_private_dir, task_lock
 from flow.health.storage.maintenance import Protect, run_cleanup, scan_stats
 from flow.health.storage.reader import dir_records, dir_task_id
 from flow.health.storage.results import CleanupResult, StoreStats
-from flow.health.storage.stream import StreamPosition, iter_lines_from
+from flow.health.storage.stream import DayLengths, StreamPosition, iter_lines_from
 
 __all__ = ["AUTO_CLEANUP_INTERVAL", "DEFAULT_WINDOW", "MetricsStore", "encode_snapshot"]
 
@@ -99,6 +101,7 @@ class MetricsStore:
         self.durable = durable
         self._clock = clock
         self._counters = ReadCounters()
+        self._lengths = DayLengths()
         self._root_ready = False
         self._next_auto_cleanup: datetime | None = None
         self.last_auto_cleanup: CleanupResult | None = None
@@ -197,7 +200,13 @@ class MetricsStore:
                 ensure_private_dir(self.root)
                 self._root_ready = True
             with task_lock(task_dir):
-                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+                # O_NOFOLLOW: a day file swapped for a symlink (by anyone who can write the
+                # task directory) must not redirect our appends to another file.
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                             FILE_MODE)
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    raise StorageError(f"{path}: not a regular file; metrics not written", path=path)
                 try:
                     self._append_fd(fd, lines)
                 finally:
@@ -308,14 +317,22 @@ class MetricsStore:
             task_dir = self.task_dir(position.task_id)
         except ValueError:
             return iter(())
-        return iter_lines_from(task_dir, position, self._counters)
+        return iter_lines_from(task_dir, position, self._counters, self._lengths)
 
-    def iter_raw_from(self, position: StreamPosition) -> Iterator[tuple[bytes, StreamPosition]]:
-        """Each stored line after `position` that is a JSON object with a timestamp, as raw
-        bytes, with the position just past it. See `iter_from`."""
+    def iter_raw_from(
+        self, position: StreamPosition, *, with_skipped: bool = False
+    ) -> Iterator[tuple[bytes, StreamPosition]]:
+        """Each stored line not yet read at `position` that is a JSON object with a timestamp,
+        as raw bytes, with the position just past it. See `iter_from`.
+
+        With `with_skipped`, a line that is not a snapshot is yielded as `b""` with the position
+        past it (so that a reader's position can move past damage it has counted).
+        """
         for data, pos in self._lines_from(position):
             if not _looks_whole(data) and decode_record(data) is None:
-                self._counters.corrupt(f"{pos}: not a snapshot")
+                self._counters.corrupt(f"{pos.task_id}: a line that is not a snapshot")
+                if with_skipped:
+                    yield b"", pos
                 continue
             yield data, pos
 
@@ -323,19 +340,39 @@ class MetricsStore:
         """Resume reading one task's log where `position` stands (`StreamPosition.start(id)`
         for the beginning): each snapshot with the position just past it.
 
-        In file order (the order written), through compression (positions survive it); a
-        line still being written (no newline yet in the newest file) is left for next time;
-        lines that are not snapshots are skipped and counted. Save the position of the last
-        snapshot delivered and pass it to the next call.
+        Day by day, each day in file order from its own mark, so lines written into an earlier
+        day after a later one (a clock stepped back, or one that ran ahead) are still read, once.
+        Positions survive compression; a line still being written (no newline yet) is left for
+        next time; lines that are not snapshots are skipped and counted. Save the position of
+        the last snapshot delivered and pass it to the next call.
         """
         for data, pos in self._lines_from(position):
             rec = decode_record(data)
             snapshot = self._snapshot(rec[0]) if rec is not None else None
             if snapshot is None:
                 if rec is None:
-                    self._counters.corrupt(f"{pos}: not a snapshot")
+                    self._counters.corrupt(f"{pos.task_id}: a line that is not a snapshot")
                 continue
             yield snapshot, pos
+
+    def end_position(self, task_id: str) -> StreamPosition:
+        """The position after every whole line stored for the task now (a new reader that
+        should see only what is written from now on starts here)."""
+        try:
+            task_dir = self.task_dir(task_id)
+        except ValueError:
+            return StreamPosition.start(task_id)
+        marks = tuple((day, self._lengths.whole_lines_length(DayFiles(task_dir, day)))
+                      for day in list_days(task_dir))
+        return StreamPosition(task_id=task_id, days=marks)
+
+    def undelivered_bytes(self, position: StreamPosition, day: date) -> int:
+        """Bytes of the task's `day` (whole lines) that `position` has not read yet."""
+        read = position.read_through(day)
+        if read == -1:
+            return 0
+        length = self._lengths.whole_lines_length(DayFiles(self.task_dir(position.task_id), day))
+        return max(0, length - (read or 0))
 
     # -- maintenance -------------------------------------------------------------------------
 
@@ -347,20 +384,40 @@ class MetricsStore:
         protect: Protect | None = None,
         keep_since: datetime | None = None,
         dry_run: bool = False,
+        drop_undelivered: bool = False,
     ) -> CleanupResult:
         """Compress day files whose day ended `compress_after_days` ago (never today's) and
         delete those whose day ended `retention_days` ago.
 
-        `protect(task_id, day)` returning True, or a day ending after `keep_since`, keeps a
-        file that retention would delete (the streaming cursor's undelivered data). A file
-        that cannot be handled is reported in `errors`; the rest still run. `task_id` limits
-        the pass to one task (a collector's node, or a bulk import task by task).
+        Every stream cursor on the store (`<root>/.collector/stream-cursor*.json`, see
+        `cursors.py`) is honoured: a file a destination has not acknowledged in full is kept
+        and named in `undelivered`; a cursor that cannot be read keeps every file. Only
+        `drop_undelivered=True` deletes such files anyway, logging each with its record count
+        (`dropped_undelivered`, `dropped_records`). `protect(task_id, day)` returning True, or
+        a day ending after `keep_since`, also keeps a file. A file that cannot be handled is
+        reported in `errors`; the rest still run. `task_id` limits the pass to one task.
         """
+        cursors = stored_cursors(self.root)
+        for bad in (c for c in cursors if c.position is None):
+            log.warning("stream cursor %s cannot be read (%s): retention keeps every file it "
+                        "would delete until it can", bad.path, bad.error)
+
+        def holders(task: str, files: DayFiles) -> list[tuple[str, int]]:
+            held: list[tuple[str, int]] = []
+            for cursor in cursors:
+                position = cursor.position
+                if position is None:
+                    held.append((f"{cursor.path} (unreadable)", 0))
+                elif position.task_id == task and self.undelivered_bytes(position, files.day):
+                    held.append((cursor.name, max(0, position.read_through(files.day) or 0)))
+            return held
+
         return run_cleanup(
             self.root, now=now if now is not None else self.now(),
             retention_days=self.retention_days, compress_after_days=self.compress_after_days,
             protect=protect, keep_since=keep_since, dry_run=dry_run,
             only=self.task_dir(task_id) if task_id is not None else None,
+            holders=holders if cursors else None, drop_undelivered=drop_undelivered,
         )
 
     def stats(self, *, scan: bool = True) -> StoreStats:

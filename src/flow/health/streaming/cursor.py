@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from flow.errors import StorageError
+from flow.fs import ensure_private_dir
 from flow.health.snapshot import format_time, utcnow
 
 __all__ = ["CURSOR_VERSION", "CursorFile", "CursorState"]
@@ -102,7 +103,7 @@ class CursorFile:
         data = orjson.dumps(state.to_dict())
         directory = self.path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ensure_private_dir(directory)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)  # mode 0600
             try:
                 with os.fdopen(fd, "wb") as handle:

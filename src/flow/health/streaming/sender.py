@@ -163,6 +163,11 @@ class Streamer:
                 else:
                     snapshots, next_position = await self._read(state.position)
                 if not snapshots:
+                    if next_position != state.position:
+                        # Only damaged lines (counted by the store): move past them for good.
+                        state.position = next_position
+                        await asyncio.get_running_loop().run_in_executor(
+                            self._io, self._cursor_file.save, state)
                     if stop.is_set():
                         return
                     await _wait_any(stop, wake, timeout=self._poll_s)

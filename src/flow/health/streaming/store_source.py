@@ -1,8 +1,9 @@
 """The metrics store as the stream's backlog: one task's log, read in batches from a position.
 
-Positions are the store's `StreamPosition` (task, UTC day, byte offset into the day's stream),
-kept in the cursor as its `to_dict()`. They survive compression of a day, so a backlog that
-spans days is read exactly once in order, from the `.jsonl.gz` days to today's `.jsonl`.
+Positions are the store's `StreamPosition` (for each UTC day of the task, the bytes of that
+day's stream already read), kept in the cursor as its `to_dict()`. They survive compression of
+a day and do not depend on the order in which days were written, so a sample stored into an
+earlier day after a later one (a clock stepped back, or one that ran ahead) is still sent.
 
 The store's reader is a generator over the files; keeping it open between batches (while the
 sender asks for the position it last returned) reads a long backlog in one pass instead of
@@ -45,14 +46,7 @@ class StoreBacklog:
         return StreamPosition.start(self._task_id).to_dict()
 
     def end_position(self) -> dict[str, Any]:
-        days = self._store.days(self._task_id)
-        position = StreamPosition.start(self._task_id)
-        if days:
-            start = StreamPosition(task_id=self._task_id, day=days[-1], offset=0)
-            position = start
-            for _, position in self._store.iter_raw_from(start):  # noqa: B007 - the last one
-                pass
-        return position.to_dict()
+        return self._store.end_position(self._task_id).to_dict()
 
     def is_ours(self, raw: Any) -> bool:
         """Whether a saved position belongs to this task (a changed task id starts afresh)."""
@@ -64,11 +58,13 @@ class StoreBacklog:
             return list(self._last[1]), self._last[2].to_dict()
         start = at
         if self._reader is None or self._reader_at != at:
-            self._reader = self._store.iter_raw_from(at)
+            self._reader = self._store.iter_raw_from(at, with_skipped=True)
         out: list[bytes] = []
-        for data, pos in self._reader:  # only lines that are JSON objects with a timestamp
+        for data, pos in self._reader:
+            at = pos  # past a damaged line too (the store counted it): it is never sent
+            if not data:
+                continue
             out.append(data)
-            at = pos
             if len(out) >= limit:
                 self._reader_at = at
                 self._last = (start, out, at)
