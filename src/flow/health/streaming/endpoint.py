@@ -3,7 +3,8 @@
 The token comes from FLOW_METRICS_AUTH_TOKEN, or from a 0600 token file that is read again
 before every attempt, so that replacing a rejected token in the file resumes delivery without
 a restart. The token never appears in a log line or an error message: response excerpts are
-scrubbed of it too.
+scrubbed of it too. A token is checked (flow.secrets) before it goes into a header, so httpx
+never raises an error that quotes it; exception texts are scrubbed all the same.
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from flow import __version__
+from flow.errors import ConfigError
 from flow.health.streaming.backoff import parse_retry_after
 from flow.health.streaming.payload import encode_lines
 from flow.health.streaming.sink import DeliveryError
+from flow.secrets import read_secret_file, scrub, validate_token
 
 __all__ = ["DEFAULT_SEND_TIMEOUT_S", "EndpointSink", "TokenSource", "redact_url"]
 
 log = logging.getLogger("flow.collector.stream")
 
-from flow.secrets import read_secret_file, scrub, validate_token
 DEFAULT_SEND_TIMEOUT_S = 10.0
 _EXCERPT_CHARS = 200
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
@@ -79,13 +81,13 @@ class TokenSource:
             elif self._last_problem:
                 log.info("token file %s readable again", self._path)
             self._last_problem = problem
+        if problem and not self._token:
+            raise DeliveryError(f"no usable token: {problem}", retryable=True)
         return self._token
 
 
 class EndpointSink:
     """Sends batches to one HTTP endpoint with httpx (a kept-alive connection)."""
-        if problem and not self._token:
-            raise DeliveryError(f"no usable token: {problem}", retryable=True)
 
     def __init__(
         self,
@@ -132,6 +134,9 @@ class EndpointSink:
             headers["Authorization"] = f"Bearer {token}"
         try:
             response = await self._client.post(self.url, content=body, headers=headers)
+        except (UnicodeError, ValueError) as exc:
+            # httpx refusing a header value or the URL: its message may quote the value.
+            raise DeliveryError(f"request not sent: {type(exc).__name__}", retryable=True) from None
         except httpx.TimeoutException:
             raise DeliveryError(f"timeout: no answer within {self._timeout_s:g} s",
                                 retryable=True) from None
