@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ import yaml
 
 from flow import grammar
 from flow.errors import ConfigError
+from flow.secrets import read_secret_file, redact_url, validate_token
 
 __all__ = [
     "DEFAULT_HOME",
@@ -105,18 +105,24 @@ def is_loopback_host(host: str) -> bool:
 
 def validate_endpoint(value: str, *, name: str) -> str:
     """A metrics URL: http(s) with a host; plain http only to a loopback host."""
-    parts = urlsplit(value)
+    # Shown redacted: the URL may carry user:password@ or an API key in its query.
+    shown = redact_url(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ConfigError(f"{name}={shown!r} is not a URL; allowed: https://host[:port]/path") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name}={value!r} is not a URL; allowed: https://host[:port]/path")
+        raise ConfigError(f"{name}={shown!r} is not a URL; allowed: https://host[:port]/path")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ConfigError(
-            f"{name}={value!r} uses plain http to a remote host; allowed: https:// "
+            f"{name}={shown!r} uses plain http to a remote host; allowed: https:// "
             "(plain http only to 127.0.0.1, ::1 or localhost)"
         )
     try:
         _ = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{name}={value!r} has a bad port: {exc}") from None
+    except ValueError:
+        # Not urllib's message: it quotes the port text, which may be part of a password.
+        raise ConfigError(f"{name}={shown!r} has a bad port; allowed: 1-65535") from None
     return value
 
 
@@ -359,6 +365,8 @@ class Config:
         for setting in _SETTINGS:
             value = getattr(self.health, setting.key)
             shown = "none" if value is None else str(value)
+            if setting.key == "metrics_endpoint" and value is not None:
+                shown = redact_url(shown)
             rows.append((setting.key, shown, self.sources.get(setting.key, "default")))
         token = self.health.metrics_auth_token
         rows.append(
@@ -404,19 +412,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _read_token_file(path: Path, *, name: str) -> str:
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"{name}={str(path)!r}: cannot read the token file: {exc.strerror}") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{name}={str(path)!r} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
-            f"allowed: mode 0600 (chmod 600 {path})"
-        )
-    token = path.read_text(encoding="utf-8").strip()
-    if not token:
-        raise ConfigError(f"{name}={str(path)!r} is empty; allowed: a file holding the token")
-    return token
+    """The token from a regular 0600 file (flow.secrets states the rules); errors never quote it."""
+    token = read_secret_file(path, name=name, what="token")
+    return validate_token(token, source=f"{name}={str(path)!r}")
 
 
 def load_config(
@@ -467,11 +465,13 @@ def load_config(
 
     token = env.get("FLOW_METRICS_AUTH_TOKEN")
     if token is not None and token.strip():
-        values["metrics_auth_token"] = token.strip()
+        values["metrics_auth_token"] = validate_token(token.strip(), source="FLOW_METRICS_AUTH_TOKEN")
         sources["metrics_auth_token"] = "env FLOW_METRICS_AUTH_TOKEN"
     elif "metrics_auth_token_file" in values:
+        from_env = sources["metrics_auth_token_file"].startswith("env")
         values["metrics_auth_token"] = _read_token_file(
-            values["metrics_auth_token_file"], name="metrics_auth_token_file"
+            values["metrics_auth_token_file"],
+            name="FLOW_METRICS_AUTH_TOKEN_FILE" if from_env else "health.metrics_auth_token_file",
         )
         sources["metrics_auth_token"] = f"file {values['metrics_auth_token_file']}"
 
