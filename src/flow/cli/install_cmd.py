@@ -33,6 +33,7 @@ from flow.health.install import (
 )
 from flow.health.install.options import SYSTEMD_MODES
 from flow.health.install.remote import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_S
+from flow.secrets import redact_url, scrub, url_secrets
 from flow.ssh import SSHOptions, SSHPool
 
 __all__ = ["install_cmd", "startup_script_cmd", "status_cmd", "uninstall_cmd"]
@@ -118,8 +119,14 @@ def _build_options(config: Config, values: dict[str, Any]) -> InstallOptions:
 
 
 def _redact(script: str, options: InstallOptions) -> str:
+    """The script as a dry run shows it: no token, and the endpoint's credentials hidden."""
     if options.auth_token:
-        return script.replace(options.auth_token, _REDACTED)
+        script = script.replace(options.auth_token, _REDACTED)
+    endpoint = options.metrics_endpoint
+    if endpoint:
+        script = script.replace(endpoint, redact_url(endpoint))
+        # In case quoting spelled the URL differently; short values would hit unrelated text.
+        script = scrub(script, [s for s in url_secrets(endpoint) if len(s) >= 6])
     return script
 
 
