@@ -10,6 +10,7 @@ import httpx
 from flow import __version__
 from flow.health.sinks.base import (
     EncodedRequest,
+    SinkError,
     error_from_response,
     error_from_transport,
     is_retryable_status,
@@ -75,9 +76,17 @@ class HttpSender:
                 response = await client.request(
                     request.method, request.url, headers=headers, content=request.payload
                 )
+            except (UnicodeError, ValueError) as exc:
+                # httpx refusing a header value or the URL: its message may quote a secret.
+                raise SinkError(
+                    f"{self._sink}: request not sent: {type(exc).__name__} (a header or the URL "
+                    "holds a character HTTP cannot carry)",
+                    retryable=False, sink=self._sink, delivered=delivered,
+                ) from None
             except httpx.HTTPError as exc:
                 raise error_from_transport(
-                    exc, sink=self._sink, url=request.url, delivered=delivered
+                    exc, sink=self._sink, url=request.url, delivered=delivered,
+                    secrets=(secret_headers or {}).values(),
                 ) from None
             if not 200 <= response.status_code < 300:
                 error = error_from_response(response, sink=self._sink, delivered=delivered)
