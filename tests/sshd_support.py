@@ -178,6 +178,7 @@ class SshdFactory:
         host_key: KeyPair | None,
         port: int | None,
         env: Mapping[str, str] | None,
+        default_limits: bool = False,
     ) -> SshdServer:
         self._count += 1
         directory = self.base_dir / f"sshd{self._count}"
@@ -204,8 +205,9 @@ class SshdFactory:
             "PermitRootLogin prohibit-password",
             "AllowTcpForwarding yes",
             "UseDNS no",
-            "MaxStartups 200",
-            "MaxSessions 50",
+            # Raised so that a fleet's worth of logins may arrive at once; `default_limits`
+            # leaves OpenSSH's own (MaxStartups 10:30:100, MaxSessions 10), as on a bastion.
+            *([] if default_limits else ["MaxStartups 200", "MaxSessions 50"]),
             "LogLevel VERBOSE",
             *(["Subsystem sftp internal-sftp"] if not any("Subsystem" in c for c in extra_config) else []),
             "SetEnv " + " ".join(f"{key}={value}" for key, value in session_env.items()),
@@ -264,10 +266,12 @@ class SshdFactory:
         extra_config: Sequence[str] = (),
         host_key: KeyPair | None = None,
         env: Mapping[str, str] | None = None,
+        default_limits: bool = False,
     ) -> list[SshdServer]:
         """Start `count` servers in parallel and wait until each sends its banner."""
         servers = [
-            self._spawn(extra_config=extra_config, host_key=host_key, port=None, env=env)
+            self._spawn(extra_config=extra_config, host_key=host_key, port=None, env=env,
+                        default_limits=default_limits)
             for _ in range(count)
         ]
         for _attempt in range(3):
@@ -281,7 +285,8 @@ class SshdFactory:
                     raise RuntimeError(f"sshd exited with {server.process.returncode}:\n{log}")
                 index = servers.index(server)
                 servers[index] = self._spawn(
-                    extra_config=extra_config, host_key=server.host_key, port=None, env=env
+                    extra_config=extra_config, host_key=server.host_key, port=None, env=env,
+                    default_limits=default_limits,
                 )
         raise RuntimeError("sshd could not find a free port after 3 tries")
 
@@ -292,15 +297,23 @@ class SshdFactory:
         host_key: KeyPair | None = None,
         port: int | None = None,
         env: Mapping[str, str] | None = None,
+        default_limits: bool = False,
     ) -> SshdServer:
-        """Start one server (on `port` if given: e.g. to replace a server with a new host key)."""
+        """Start one server (on `port` if given: e.g. to replace a server with a new host key).
+
+        `default_limits` keeps OpenSSH's default MaxStartups and MaxSessions (a jump host as
+        shipped) instead of the raised ones every other test server gets.
+        """
         if port is not None:
-            server = self._spawn(extra_config=extra_config, host_key=host_key, port=port, env=env)
+            server = self._spawn(extra_config=extra_config, host_key=host_key, port=port, env=env,
+                                 default_limits=default_limits)
             dead = self._wait_ready([server])
             if dead:
                 raise RuntimeError(f"sshd exited with {server.process.returncode}:\n{server.log()}")
             return server
-        return self.start_many(1, extra_config=extra_config, host_key=host_key, env=env)[0]
+        return self.start_many(
+            1, extra_config=extra_config, host_key=host_key, env=env, default_limits=default_limits
+        )[0]
 
     def stop_all(self) -> None:
         for server in self.servers:

@@ -19,11 +19,18 @@ from typing import Any
 import asyncssh
 
 from flow.errors import SSHError
-from flow.ssh.errors import map_channel_error, map_connect_error, map_session_error
+from flow.ssh.errors import (
+    map_channel_error,
+    map_connect_error,
+    map_jump_channel_error,
+    map_session_error,
+    via_jump_error,
+)
+from flow.ssh.jump import jump_chain
 from flow.ssh.known_hosts import HostKeyCheck, KnownHostsStore
 from flow.ssh.params import CommandResult, SSHOptions, SSHParams
 
-__all__ = ["KEEPALIVE_INTERVAL_S", "ConnectFactory", "SSHConnection", "Tunnel", "connect"]
+__all__ = ["KEEPALIVE_INTERVAL_S", "ConnectFactory", "SSHConnection", "Tunnel", "connect", "connect_via"]
 
 #: Seconds between SSH keepalive probes on an idle connection.
 KEEPALIVE_INTERVAL_S = 15.0
@@ -88,10 +95,16 @@ class Tunnel:
 class SSHConnection:
     """An open SSH connection. Use as `async with await connect(...) as conn:` or close()."""
 
-    def __init__(self, conn: Any, params: SSHParams, options: SSHOptions) -> None:
+    def __init__(
+        self, conn: Any, params: SSHParams, options: SSHOptions, *, jump: SSHConnection | None = None
+    ) -> None:
         self._conn = conn
         self.params = params
         self.options = options
+        #: The jump host connection this one runs through as a channel (None: direct).
+        self.jump = jump
+        #: Hops this connection opened for itself (`connect()` without a pool): closed with it.
+        self.owned_hops: list[SSHConnection] = []
         #: When it was opened (time.monotonic()): a pool kept between sweeps tells old from new.
         self.opened_at = time.monotonic()
         self._tunnels: dict[tuple[str, int], asyncio.Task[Tunnel]] = {}
@@ -305,6 +318,8 @@ class SSHConnection:
         self._conn.close()
         with contextlib.suppress(Exception):  # closing a broken connection must not raise
             await self._conn.wait_closed()
+        for hop in reversed(self.owned_hops):  # innermost first: each carries the next
+            await hop.close()
 
     async def __aenter__(self) -> SSHConnection:
         return self
@@ -318,9 +333,14 @@ class SSHConnection:
         return f"SSHConnection({self.label}{', closed' if self.closed else ''})"
 
 
-def _connect_kwargs(params: SSHParams, options: SSHOptions, check: HostKeyCheck | None) -> dict[str, Any]:
+def _connect_kwargs(
+    params: SSHParams, options: SSHOptions, check: HostKeyCheck | None, jump: SSHConnection | None
+) -> dict[str, Any]:
     config_files = options.existing_config_files()
     kwargs: dict[str, Any] = {
+        # Never asyncssh's own ProxyJump: it would open a hop per node, outside flow's host-key
+        # policy. flow.ssh.jump resolved the chain; None here means "direct".
+        "tunnel": jump._conn if jump is not None else None,
         "port": params.port if params.port is not None else (),
         "username": params.user if params.user is not None else (),
         "client_keys": [str(p.expanduser()) for p in params.key_paths] or (),
@@ -367,7 +387,11 @@ async def connect(
     connect_factory: ConnectFactory | None = None,
     known_hosts: KnownHostsStore | None = None,
 ) -> SSHConnection:
-    """Open one authenticated SSH connection within `options.connect_timeout_s`.
+    """Open one authenticated SSH connection within `options.connect_timeout_s` per hop.
+
+    A node behind ssh_config's `ProxyJump` is reached through its jump hosts, each opened here
+    under the same host-key policy and owned by the returned connection (closed with it).
+    `SSHPool` shares the hops among nodes instead.
 
     Args:
         known_hosts: a store shared across connections (the pool passes its own); by default
@@ -375,7 +399,51 @@ async def connect(
 
     Raises:
         SSHError: with `kind` dns, refused, timeout, auth, host_key_changed, host_key_unknown,
-            closed or error; the message names the host and what to do.
+            closed or error; the message names the host and what to do, and the hop when a
+            jump host failed.
+    """
+    if options.host_key_policy != "off" and known_hosts is None:
+        known_hosts = KnownHostsStore(options.user_known_hosts_files, options.known_hosts_file)
+    chain = jump_chain(params, options)
+    hops: list[SSHConnection] = []
+    try:
+        for hop in chain:
+            try:
+                hops.append(await connect_via(
+                    hop, options, jump=hops[-1] if hops else None,
+                    connect_factory=connect_factory, known_hosts=known_hosts, hop=True,
+                ))
+            except SSHError as exc:
+                raise via_jump_error(exc, params, hop) from exc
+        connection = await connect_via(
+            params, options, jump=hops[-1] if hops else None,
+            connect_factory=connect_factory, known_hosts=known_hosts,
+        )
+    except BaseException:
+        for opened in reversed(hops):
+            await opened.close()
+        raise
+    connection.owned_hops = hops
+    return connection
+
+
+async def connect_via(
+    params: SSHParams,
+    options: SSHOptions,
+    *,
+    jump: SSHConnection | None,
+    connect_factory: ConnectFactory | None = None,
+    known_hosts: KnownHostsStore | None = None,
+    hop: bool = False,
+) -> SSHConnection:
+    """Open one connection to `params` directly (`jump=None`) or as a channel through `jump`,
+    ignoring ssh_config's ProxyJump (the caller resolved it: `flow.ssh.jump.jump_chain`).
+    `hop=True` for a jump host: it carries the nodes' traffic, so it gets the session that
+    turns TCP_NODELAY on at its sshd too (see `Tunnel`).
+
+    Raises:
+        SSHError: as `connect`; through a jump host that cannot reach the node, kind `refused`
+            (nothing listens there), `tunnel` (forwarding forbidden on the hop) or `error`.
     """
     _check_key_files(params)
     factory = connect_factory or asyncssh.connect
@@ -383,7 +451,7 @@ async def connect(
     if options.host_key_policy != "off":
         store = known_hosts or KnownHostsStore(options.user_known_hosts_files, options.known_hosts_file)
         check = HostKeyCheck(store, options.host_key_policy)
-    kwargs = _connect_kwargs(params, options, check)
+    kwargs = _connect_kwargs(params, options, check, jump)
     try:
         conn = await asyncio.wait_for(factory(params.host, **kwargs), options.connect_timeout_s)
     except asyncssh.PermissionDenied as exc:
@@ -393,17 +461,26 @@ async def connect(
             exc, label=params.label, host=params.host, port=params.port,
             timeout_s=options.connect_timeout_s, check=check,
         ) from exc
+    except asyncssh.ChannelOpenError as exc:
+        if jump is None:
+            raise map_connect_error(
+                exc, label=params.label, host=params.host, port=params.port,
+                timeout_s=options.connect_timeout_s, check=check,
+            ) from exc
+        raise map_jump_channel_error(exc, label=params.label, host=params.host, jump=jump.label) from exc
     except Exception as exc:
         raise map_connect_error(
             exc, label=params.label, host=params.host, port=params.port,
             timeout_s=options.connect_timeout_s, check=check,
         ) from exc
-    connection = SSHConnection(conn, params, options)
+    connection = SSHConnection(conn, params, options, jump=jump)
     try:
         _commit(check, params)
     except SSHError:
         await connection.close()
         raise
+    if hop:
+        await connection._start_session()
     return connection
 
 

@@ -14,6 +14,11 @@ Every kind has its own readable message, so a fleet table can say *why* a node i
 | gpud_not_listening | the forward's remote port is closed (GPUd not installed or not running) |
 | closed | the server closed or reset the connection |
 | error | anything else (unreachable network, bad ssh_config, protocol failure) |
+
+Behind a jump host (ProxyJump), a failure of the hop keeps its kind and is reported for every
+node behind it as `<node> via jump host <hop>: <the hop's message>` (`via_jump_error`); a hop
+that cannot reach the node gives `refused`, `tunnel` or `error` naming both
+(`map_jump_channel_error`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,16 @@ import asyncssh
 
 from flow.errors import SSHError
 from flow.ssh.known_hosts import HostKeyCheck, fingerprint, lookup_name
-from flow.ssh.params import SSH_ERROR_KINDS
+from flow.ssh.params import SSH_ERROR_KINDS, SSHParams
 
-__all__ = ["SSH_ERROR_KINDS", "map_channel_error", "map_connect_error", "map_session_error"]
-
+__all__ = [
+    "SSH_ERROR_KINDS",
+    "map_channel_error",
+    "map_connect_error",
+    "map_jump_channel_error",
+    "map_session_error",
+    "via_jump_error",
+]
 
 
 def _host_key_error(label: str, host: str, check: HostKeyCheck | None, reason: str) -> SSHError:
@@ -181,3 +192,36 @@ def map_session_error(exc: BaseException, *, label: str, host: str, what: str) -
     if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError, BrokenPipeError)):
         return SSHError(f"{label}: the connection closed during {what}: {exc}", host=host, kind="closed")
     return SSHError(f"{label}: {what} failed: {type(exc).__name__}: {exc}", host=host, kind="error")
+
+
+def via_jump_error(exc: SSHError, params: SSHParams, hop: SSHParams) -> SSHError:
+    """A jump host's failure, as seen by a node behind it: the same kind and hint, naming both."""
+    prefix = f"{hop.label}: "
+    message = exc.message[len(prefix):] if exc.message.startswith(prefix) else exc.message
+    return SSHError(
+        f"{params.label} via jump host {hop.label}: {message}",
+        host=params.host,
+        kind=exc.kind,
+        hint=exc.hint,
+    )
+
+
+def map_jump_channel_error(exc: Any, *, label: str, host: str, jump: str) -> SSHError:
+    """The jump host would not open the channel to the node (its sshd's direct-tcpip answer)."""
+    code = getattr(exc, "code", None)
+    reason = getattr(exc, "reason", str(exc))
+    if code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+        return SSHError(
+            f"{label}: jump host {jump} forbids forwarding to the node ({reason})",
+            host=host,
+            kind="tunnel",
+            hint="set AllowTcpForwarding yes in the jump host's sshd_config",
+        )
+    if code == asyncssh.OPEN_CONNECT_FAILED and "refused" in str(reason).lower():
+        return SSHError(
+            f"{label}: jump host {jump} cannot reach the node: {reason}",
+            host=host,
+            kind="refused",
+            hint="is sshd running on the node, and is the port right?",
+        )
+    return SSHError(f"{label}: jump host {jump} cannot reach the node: {reason}", host=host, kind="error")
