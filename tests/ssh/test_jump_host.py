@@ -323,3 +323,44 @@ def test_many_concurrent_pool_connects_share_one_jump_attempt(jump_fleet: JumpFl
 
     assert asyncio.run(go()) == 1
     assert _logins(fleet.bastion) == 1
+
+
+@pytest.mark.slow
+def test_a_failed_jump_host_is_not_retried_within_a_sweep_but_is_at_the_next(jump_fleet: JumpFleet,
+                                                                              tmp_path: Path) -> None:
+    fleet = jump_fleet
+    impostor = KeyPair.generate(tmp_path / "old_bastion_key", "old")
+    fleet.known_hosts.write_text(f"[127.0.0.1]:{fleet.bastion.port} {impostor.public}\n")
+    # One node at a time: each asks for the hop after the previous one saw it fail.
+    checker = Checker(fleet.options, SweepOptions(timeout_s=30, concurrency=1))
+    probes = _connections(fleet.bastion)
+
+    async def scenario() -> list[SweepResult]:
+        async with checker.session() as session:
+            failed = await session.sweep(fleet.targets[:10])
+            fleet.known_hosts.write_text("")  # the operator removed the stale key
+            return [failed, await session.sweep(fleet.targets[:10])]
+
+    failed, fixed = asyncio.run(scenario())
+    assert _states(failed) == {"ssh_host_key_changed"}
+    assert _states(fixed) == {"ok"}  # the next sweep tried again, without waiting out the hold
+    assert _connections(fleet.bastion) - probes == 2  # one per sweep, not one per node
+    assert _logins(fleet.bastion) == 1
+
+
+@pytest.mark.slow
+def test_a_chain_of_two_jump_hosts_is_one_login_on_each(
+        sshd_factory: SshdFactory, sim: FleetThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fleet = _fleet(sshd_factory, sim, tmp_path, nodes=12)
+    inner = sshd_factory.start(default_limits=True)
+    config = fleet.options.ssh_config_files[0]
+    # The inner bastion is reached through the outer one: `ProxyJump bastion,inner`.
+    config.write_text(config.read_text().replace("ProxyJump bastion", "ProxyJump bastion,inner") +
+                      f"Host inner\n  HostName 127.0.0.1\n  Port {inner.port}\n")
+    result = asyncio.run(fleet.checker().sweep(fleet.targets))
+    assert _states(result) == {"ok"}, sorted({s.gpud.error for s in result.snapshots}, key=str)
+    assert [_logins(fleet.bastion), _logins(inner)] == [1, 1]
+    # Both hops' keys were learned under accept-new.
+    recorded = fleet.known_hosts.read_text()
+    assert inner.host_key.public in recorded and fleet.bastion.host_key.public in recorded
