@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from flow.errors import SSHError
 from flow.health.checker import Checker, NodeTarget, SweepOptions, SweepResult
 from flow.health.sim import FleetThread, start_fleet_in_thread
 from flow.health.snapshot import HealthStatus
-from flow.ssh import SSHOptions, SSHParams, SSHPool, connect
+from flow.ssh import SSHConnection, SSHOptions, SSHParams, SSHPool, connect
 from flow.ssh.jump import MAX_HOPS, jump_chain, parse_proxy_jump
 from sshd_support import KeyPair, SshdFactory, SshdServer, free_port
 
@@ -364,3 +365,48 @@ def test_a_chain_of_two_jump_hosts_is_one_login_on_each(
     # Both hops' keys were learned under accept-new.
     recorded = fleet.known_hosts.read_text()
     assert inner.host_key.public in recorded and fleet.bastion.host_key.public in recorded
+
+
+@pytest.mark.slow
+def test_a_jump_host_that_drops_the_login_past_max_startups_is_tried_again(
+        sshd_factory: SshdFactory, sim: FleetThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Several processes (sharded sweep workers, other users) logging in to the bastion at once
+    # meet MaxStartups. Made deterministic here: the bastion allows one login in progress and a
+    # silent client holds that slot until flow's first attempt has been dropped.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fleet = _fleet(sshd_factory, sim, tmp_path, nodes=3)
+    fleet.bastion.stop()
+    bastion = sshd_factory.start(port=fleet.bastion.port, host_key=fleet.bastion.host_key,
+                                 extra_config=["MaxStartups 1"], default_limits=True)
+
+    def hold_the_slot() -> socket.socket:
+        # Until the readiness probe's connection is gone, the holder itself may be dropped.
+        for _ in range(100):
+            holder = socket.create_connection((bastion.host, bastion.port))
+            holder.settimeout(5)
+            if holder.recv(64).startswith(b"SSH-"):
+                return holder
+            holder.close()
+            time.sleep(0.05)
+        raise AssertionError("could not hold the bastion's one login slot")
+
+    async def scenario() -> tuple[list[SSHConnection], int]:
+        holder = hold_the_slot()
+        dropped_before = bastion.log().count("past MaxStartups")
+        try:
+            async with SSHPool(fleet.options) as pool:
+                attempt = asyncio.gather(*(pool.connect(t.ssh) for t in fleet.targets))
+                for _ in range(500):  # bounded wait for sshd to drop flow's first try
+                    if bastion.log().count("past MaxStartups") > dropped_before:
+                        break
+                    await asyncio.sleep(0.01)
+                holder.close()
+                conns = await attempt
+                assert all(not c.closed for c in conns)
+                return list(conns), bastion.log().count("past MaxStartups") - dropped_before
+        finally:
+            holder.close()
+
+    conns, dropped = asyncio.run(scenario())
+    assert len(conns) == 3 and dropped >= 1
+    assert _logins(bastion) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,10 +31,26 @@ from flow.ssh.jump import jump_chain
 from flow.ssh.known_hosts import HostKeyCheck, KnownHostsStore
 from flow.ssh.params import CommandResult, SSHOptions, SSHParams
 
-__all__ = ["KEEPALIVE_INTERVAL_S", "ConnectFactory", "SSHConnection", "Tunnel", "connect", "connect_via"]
+__all__ = [
+    "HOP_ATTEMPTS",
+    "KEEPALIVE_INTERVAL_S",
+    "ConnectFactory",
+    "SSHConnection",
+    "Tunnel",
+    "connect",
+    "connect_hop",
+    "connect_via",
+]
 
 #: Seconds between SSH keepalive probes on an idle connection.
 KEEPALIVE_INTERVAL_S = 15.0
+
+#: Tries at a jump host that closes the connection before login. OpenSSH's default
+#: `MaxStartups 10:30:100` drops 30 %+ of the logins past 10 arriving at once: a sharded sweep
+#: (one hop connection per worker process) or other users of the bastion can meet it.
+HOP_ATTEMPTS = 4
+#: First pause before trying the hop again (doubled each time, with up to as much jitter).
+HOP_RETRY_DELAY_S = 0.25
 
 #: `async (host, **asyncssh_connect_kwargs) -> asyncssh.SSHClientConnection`; default asyncssh.connect.
 ConnectFactory = Callable[..., Awaitable[Any]]
@@ -409,9 +426,9 @@ async def connect(
     try:
         for hop in chain:
             try:
-                hops.append(await connect_via(
+                hops.append(await connect_hop(
                     hop, options, jump=hops[-1] if hops else None,
-                    connect_factory=connect_factory, known_hosts=known_hosts, hop=True,
+                    connect_factory=connect_factory, known_hosts=known_hosts,
                 ))
             except SSHError as exc:
                 raise via_jump_error(exc, params, hop) from exc
@@ -425,6 +442,35 @@ async def connect(
         raise
     connection.owned_hops = hops
     return connection
+
+
+async def connect_hop(
+    params: SSHParams,
+    options: SSHOptions,
+    *,
+    jump: SSHConnection | None,
+    connect_factory: ConnectFactory | None = None,
+    known_hosts: KnownHostsStore | None = None,
+) -> SSHConnection:
+    """Open a jump host connection (`connect_via(..., hop=True)`), trying again up to
+    `HOP_ATTEMPTS` times, after a growing jittered pause, while the hop closes the connection
+    before login (kind `closed`: sshd's MaxStartups drop). Other failures are final at once.
+
+    Raises:
+        SSHError: as `connect_via`, the last attempt's.
+    """
+    delay = HOP_RETRY_DELAY_S
+    for attempt in range(1, HOP_ATTEMPTS + 1):
+        try:
+            return await connect_via(params, options, jump=jump, connect_factory=connect_factory,
+                                     known_hosts=known_hosts, hop=True)
+        except SSHError as exc:
+            if exc.kind != "closed" or attempt == HOP_ATTEMPTS:
+                raise
+        # Jitter: the processes that were dropped together must not come back together.
+        await asyncio.sleep(delay * (1 + random.random()))
+        delay *= 2
+    raise AssertionError("unreachable")  # the last attempt returned or raised
 
 
 async def connect_via(

@@ -16,7 +16,8 @@ Jump hosts (ssh_config `ProxyJump`, see `flow.ssh.jump`): the pool opens one con
 (keyed by the chain up to it: host, port, user, keys, agent) and every node behind it is a
 channel through that connection, so a sweep of N nodes is one login on the bastion, not N.
 The hop is opened once even when every node asks at the same moment, under the nodes' host-key
-policy and known-hosts store. A failed hop is not retried for `HOP_RETRY_AFTER_S` (nor again
+policy and known-hosts store (and tried again, briefly, if it drops the connection before login:
+`HOP_ATTEMPTS`). A failed hop is not retried for `HOP_RETRY_AFTER_S` (nor again
 within a sweep of a kept pool): every node behind it gets the hop's failure, naming the hop,
 without hammering it. A hop found closed is replaced at the next `connect()` (the nodes through
 it closed with it and are replaced too); it is closed once no node kept in the pool uses it.
@@ -29,7 +30,7 @@ import time
 from types import TracebackType
 
 from flow.errors import SSHError
-from flow.ssh.connection import ConnectFactory, SSHConnection, connect_via
+from flow.ssh.connection import ConnectFactory, SSHConnection, connect_hop, connect_via
 from flow.ssh.errors import via_jump_error
 from flow.ssh.jump import jump_chain
 from flow.ssh.known_hosts import KnownHostsStore
@@ -103,9 +104,9 @@ class SSHPool:
                 task = None
         if task is None:
             self._hop_failed_at.pop(chain, None)
-            task = asyncio.ensure_future(connect_via(
+            task = asyncio.ensure_future(connect_hop(
                 chain[-1], self.options, jump=via, connect_factory=self._factory,
-                known_hosts=self._known_hosts, hop=True,
+                known_hosts=self._known_hosts,
             ))
 
             def failed(done: asyncio.Task[SSHConnection], chain: _Chain = chain) -> None:

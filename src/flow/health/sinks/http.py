@@ -1,4 +1,8 @@
-"""Sending encoded requests over HTTP, in order, mapping every failure to a SinkError."""
+"""Sending encoded requests over HTTP, in order, mapping every failure to a SinkError.
+
+Each request, answer included, completes within the sink's timeout or fails as a retryable
+timeout (see deadline.py: a slow drip of an answer never trips httpx's per-read timeout).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from flow.health.sinks.base import (
     error_from_transport,
     is_retryable_status,
 )
+from flow.health.sinks.deadline import request_within
 
 __all__ = ["USER_AGENT", "HttpSender", "gzip_body"]
 
@@ -44,6 +49,7 @@ class HttpSender:
         self._sink = sink
         self._retryable = retryable
         self._timeout = httpx.Timeout(timeout_s)
+        self._timeout_s = timeout_s
         self._auth = auth
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
@@ -73,8 +79,10 @@ class HttpSender:
         for request in requests:
             headers = {**request.headers, **(secret_headers or {})}
             try:
-                response = await client.request(
-                    request.method, request.url, headers=headers, content=request.payload
+                # A total deadline: httpx's per-read timeout never fires on a slow drip.
+                response = await request_within(
+                    client, request.method, request.url, timeout_s=self._timeout_s,
+                    headers=headers, content=request.payload,
                 )
             except (UnicodeError, ValueError) as exc:
                 # httpx refusing a header value or the URL: its message may quote a secret.
