@@ -2,7 +2,9 @@
 
 The token comes from FLOW_METRICS_AUTH_TOKEN, or from a 0600 token file that is read again
 before every attempt, so that replacing a rejected token in the file resumes delivery without
-a restart. The token never appears in a log line or an error message: response excerpts are
+a restart. Each POST, answer included, completes within the send timeout or counts as a
+timeout (a slow drip of an answer never trips httpx's per-read timeout); at most 64 KiB of an
+answer is read. The token never appears in a log line or an error message: response excerpts are
 scrubbed of it too. A token is checked (flow.secrets) before it goes into a header, so httpx
 never raises an error that quotes it; exception texts are scrubbed all the same.
 """
@@ -21,6 +23,7 @@ import httpx
 
 from flow import __version__
 from flow.errors import ConfigError
+from flow.health.sinks.deadline import request_within
 from flow.health.streaming.backoff import parse_retry_after
 from flow.health.streaming.payload import encode_lines
 from flow.health.streaming.sink import DeliveryError
@@ -133,12 +136,15 @@ class EndpointSink:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            response = await self._client.post(self.url, content=body, headers=headers)
+            # The whole exchange, answer body included, within the send timeout: httpx's
+            # per-read timeout alone lets an endpoint that drips its answer hold us forever.
+            response = await request_within(self._client, "POST", self.url, timeout_s=self._timeout_s,
+                                            content=body, headers=headers)
         except (UnicodeError, ValueError) as exc:
             # httpx refusing a header value or the URL: its message may quote the value.
             raise DeliveryError(f"request not sent: {type(exc).__name__}", retryable=True) from None
         except httpx.TimeoutException:
-            raise DeliveryError(f"timeout: no answer within {self._timeout_s:g} s",
+            raise DeliveryError(f"timeout: no complete answer within {self._timeout_s:g} s",
                                 retryable=True) from None
         except httpx.HTTPError as exc:
             # Connection refused/reset, DNS, TLS: the endpoint is not there (yet).
