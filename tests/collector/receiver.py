@@ -1,7 +1,7 @@
 """A real HTTP receiver for the streaming tests: aiohttp on 127.0.0.1, in its own thread.
 
-It can accept, refuse connections (stopped), stall, answer any status (with Retry-After),
-and demand a bearer token. It counts records by their `id`, so a test can check that every
+It can accept, refuse connections (stopped), stall, drip an answer, answer any status (with
+Retry-After), and demand a bearer token. It counts records by their `id`, so a test can check that every
 collected record arrived at least once and how many arrived twice.
 """
 
@@ -32,10 +32,18 @@ class Receiver:
 
     - `ok()`                  answer 200
     - `answer(status, retry_after=None, body="")`  answer that status
+    - `answer_raw(status, body, headers)`  answer those exact bytes (e.g. a gzip bomb)
     - `stall()`               hold every request until `ok()` (or another mode)
+    - `drip(status, every_s)` send the status and headers at once, then one body byte every
+                              `every_s` seconds until the mode changes; the records count
+                              only if the answer then completes (a 2xx the sender waited for)
     - `hold()`                count the records, then hold the answer until `ok()`
     - `stop()` / `start()`    close the port (connections refused) / open it again
     - `token = "x"`           answer 401 unless `Authorization: Bearer x`
+
+    Any other path, and PUT, reach the same handler: the sinks' requests (Datadog, OTLP,
+    Pushgateway) can be stalled, dripped or refused too (in "ok" mode only `/ingest` payloads
+    are understood).
     """
 
     def __init__(self) -> None:
@@ -52,6 +60,7 @@ class Receiver:
         self._thread.start()
         self._runner: web.AppRunner | None = None
         self._released: asyncio.Event | None = None
+        self._raw: tuple[bytes, dict[str, str]] = (b"", {})
 
     @property
     def url(self) -> str:
@@ -64,8 +73,15 @@ class Receiver:
     def answer(self, status: int, *, retry_after: str | None = None, body: str = "") -> None:
         self._set(("status", status, retry_after, body))
 
+    def answer_raw(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self._raw = (body, headers)
+        self._set(("raw", status, None, ""))
+
     def stall(self) -> None:
         self._set(("stall", 0, None, ""))
+
+    def drip(self, status: int = 200, *, every_s: float = 1.0) -> None:
+        self._set(("drip", status, None, str(every_s)))
 
     def hold(self) -> None:
         """Count the records, then hold the answer (the sender never learns they arrived)."""
@@ -87,6 +103,7 @@ class Receiver:
         async def up() -> None:
             app = web.Application(client_max_size=64 * 1024 * 1024)
             app.router.add_post("/ingest", self._handle)
+            app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
@@ -144,6 +161,12 @@ class Receiver:
         if self.token is not None and headers.get("Authorization") != f"Bearer {self.token}":
             self._log(401, 0, headers)
             return web.Response(status=401, text='{"error": "invalid token"}')
+        if kind == "raw":
+            self._log(status, 0, headers)
+            return web.Response(status=status, body=self._raw[0], headers=self._raw[1])
+        if kind == "drip":
+            self._log(status, 0, headers)
+            return await self._drip(request, status, float(text), body)
         if kind == "status":
             self._log(status, 0, headers)
             extra = {"Retry-After": retry_after} if retry_after is not None else {}
@@ -162,6 +185,29 @@ class Receiver:
             assert self._released is not None
             await self._released.wait()
         return web.json_response({"accepted": len(ids)})
+
+    async def _drip(
+        self, request: web.Request, status: int, every_s: float, body: bytes
+    ) -> web.StreamResponse:
+        """Status and headers now, then a byte at a time (chunked, so the body has no known end)."""
+        response = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            while self._mode[0] == "drip":
+                await response.write(b" ")
+                await asyncio.sleep(every_s)
+            await response.write(b"{}")
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            return response  # the sender gave up on this answer and closed the connection
+        if 200 <= status < 300 and request.path == "/ingest":
+            # The answer completed: a sender still waiting takes the records as delivered.
+            if body[:2] == b"\x1f\x8b":
+                body = gzip.decompress(body)
+            with self._lock:
+                self.ids.update(m["id"] for m in json.loads(body)["metrics"])
+        return response
 
     def _log(self, status: int, records: int, headers: dict[str, str]) -> None:
         with self._lock:
