@@ -121,8 +121,13 @@ def validate_endpoint(value: str, *, name: str) -> str:
     try:
         _ = parts.port
     except ValueError:
-        # Not urllib's message: it quotes the port text, which may be part of a password.
-        raise ConfigError(f"{name}={shown!r} has a bad port; allowed: 1-65535") from None
+        # Neither the URL nor urllib's message: a password holding an unescaped '/', '?' or '#'
+        # ends the host part early, and what follows its ':' reads as the port.
+        raise ConfigError(
+            f"{name} has a bad port (the URL is not shown: it may hold a password); allowed: "
+            "https://host[:port]/path with a port 1-65535, and '/', '?', '#', '@' in a password "
+            "written %2F, %3F, %23, %40"
+        ) from None
     return value
 
 

@@ -18,11 +18,14 @@ The rules, applied wherever flow reads a token, key or password and wherever it 
 - `redact_url()` is the one way a URL is shown: `user:password@` becomes `***@` and the value
   of every query (or fragment) parameter whose name looks like a credential becomes `***`.
   A URL with nothing to hide is returned unchanged, character for character.
+- httpx logs every request's full URL (logger `httpx`, INFO); `redact_http_logs()` puts a filter
+  on that logger that passes each URL through `redact_url()` first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import stat
@@ -37,6 +40,7 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "REDACTED",
     "read_secret_file",
+    "redact_http_logs",
     "redact_url",
     "scrub",
     "url_secrets",
@@ -277,3 +281,33 @@ def redact_url(url: str) -> str:
     if "#" in url:
         shown += f"#{fragment}"
     return shown
+
+
+class _RedactUrls(logging.Filter):
+    """Rewrites a record's URL arguments (httpx.URL objects or strings) with `redact_url`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(arg) for arg in record.args)
+        if isinstance(record.msg, str) and "://" in record.msg:
+            record.msg = " ".join(redact_url(w) if "://" in w else w for w in record.msg.split(" "))
+        return True
+
+
+def _redact_arg(arg: object) -> object:
+    if isinstance(arg, str) or type(arg).__name__ == "URL":
+        text = str(arg)
+        if "://" in text:
+            return redact_url(text)
+    return arg
+
+
+_HTTP_LOGGERS = ("httpx", "httpcore")
+
+
+def redact_http_logs() -> None:
+    """Filter httpx's own log records (idempotent): they quote each request's full URL."""
+    for name in _HTTP_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactUrls) for f in logger.filters):
+            logger.addFilter(_RedactUrls())

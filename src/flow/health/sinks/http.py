@@ -20,6 +20,7 @@ from flow.health.sinks.base import (
     is_retryable_status,
 )
 from flow.health.sinks.deadline import request_within
+from flow.secrets import redact_http_logs
 
 __all__ = ["USER_AGENT", "HttpSender", "gzip_body"]
 
@@ -53,6 +54,7 @@ class HttpSender:
         self._auth = auth
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
+        redact_http_logs()  # httpx logs each request's URL, credentials and all
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:

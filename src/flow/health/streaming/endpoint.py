@@ -27,7 +27,7 @@ from flow.health.sinks.deadline import request_within
 from flow.health.streaming.backoff import parse_retry_after
 from flow.health.streaming.payload import encode_lines
 from flow.health.streaming.sink import DeliveryError
-from flow.secrets import read_secret_file, scrub, validate_token
+from flow.secrets import read_secret_file, redact_http_logs, scrub, validate_token
 
 __all__ = ["DEFAULT_SEND_TIMEOUT_S", "EndpointSink", "TokenSource", "redact_url"]
 
@@ -106,6 +106,7 @@ class EndpointSink:
         self._gzip = gzip
         self._timeout_s = timeout_s
         self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow-stream-encode")
+        redact_http_logs()  # httpx logs each request's URL, credentials and all
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s), transport=transport, follow_redirects=False,
             headers={"User-Agent": f"flow-health/{__version__}"},
