@@ -7,8 +7,9 @@ the reader of that file, and never through a bare f-string:
 - `env_assignment`: `NAME='value'` for files that both `sh` sources and systemd reads with
   EnvironmentFile= (/etc/flow/metrics.env, /etc/default/gpud); single quotes are literal to
   both, so a value may hold anything printable except `'` and `\\` (`flow.grammar.is_text`);
-- `systemd_word`: one word of a systemd unit line (`%` specifiers doubled, and `$` too on
-  command lines, where systemd expands variables);
+- `systemd_word`: one word of a systemd unit line (`%` specifiers doubled, and `$` too in a
+  command's arguments, where systemd expands variables; never in the executable's path, where
+  `$` is literal);
 - `sh_comment`: text after `#`, which must stay on its line.
 
 Each helper raises `ValueError` for a value its reader cannot take literally; `InstallOptions`
@@ -117,9 +118,11 @@ def env_assignment(name: str, value: str) -> str:
     return f"{name}='{value}'\n"
 
 
-def systemd_word(value: str, *, command_line: bool = False) -> str:
-    """One word of a unit file line: `%` becomes `%%` (specifiers), and on a command line
-    (ExecStart=) `$` becomes `$$` (variable expansion).
+def systemd_word(value: str, *, argument: bool = False) -> str:
+    """One word of a unit file line: `%` becomes `%%` (specifiers), and in a command's
+    `argument` (ExecStart= after the executable) `$` becomes `$$` (variable expansion). The
+    executable's own path and other settings take `$` literally (`systemd-analyze verify` shows
+    `$$` kept there), so it is left alone.
 
     Raises:
         ValueError: `value` holds whitespace, a quote, a backslash, `;` or a control character,
@@ -128,7 +131,7 @@ def systemd_word(value: str, *, command_line: bool = False) -> str:
     if not value or not value.isprintable() or _SYSTEMD_SPECIAL_RE.search(value):
         raise ValueError(f"{value!r} cannot be one word of a systemd unit line")
     value = value.replace("%", "%%")
-    return value.replace("$", "$$") if command_line else value
+    return value.replace("$", "$$") if argument else value
 
 
 def script_header(title: str, *, root: str, systemd: str) -> str:

@@ -29,7 +29,7 @@ def gpud_defaults(options: InstallOptions) -> str:
 def gpud_unit() -> str:
     """/etc/systemd/system/gpud.service, shaped like the unit `gpud up` writes."""
     defaults = systemd_word(layout.GPUD_DEFAULTS)
-    binary = systemd_word(layout.GPUD_BIN, command_line=True)
+    binary = systemd_word(layout.GPUD_BIN)
     return f"""{_HEADER}[Unit]
 Description=GPUd GPU health agent (installed by flow)
 Documentation=https://github.com/leptonai/gpud
@@ -53,7 +53,7 @@ WantedBy=multi-user.target
 def collector_unit() -> str:
     """/etc/systemd/system/flow-metrics-streamer.service, hardened (docs/install.md explains each line)."""
     env_file = systemd_word(layout.ENV_FILE)
-    flow = systemd_word(layout.VENV_FLOW, command_line=True)
+    flow = systemd_word(layout.VENV_FLOW)
     state_dir = systemd_word(layout.STATE_DIR)
     return f"""{_HEADER}[Unit]
 Description=flow health metrics collector (flow-metrics-streamer)
