@@ -188,3 +188,39 @@ def test_http_sinks_give_up_on_a_drip_within_their_timeout(receiver: Receiver, w
     assert outcome.retryable
     assert "no complete answer within 0.5 s" in outcome.message
     assert len(receiver.requests) == 1
+
+
+def test_cloudwatch_gives_up_on_a_drip_within_its_timeout(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """boto3's read timeout restarts with each byte too: the sink sends the signed call itself."""
+    pytest.importorskip("boto3", reason="the cloudwatch extra (boto3) is not installed")
+    from flow.health.sinks.cloudwatch import CloudWatchSink
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    receiver.drip(200, every_s=0.1)
+    settings = parse_sink_settings("cloudwatch", {
+        "endpoint_url": receiver.url.rsplit("/", 1)[0], "region": "us-east-1", "timeout": SEND_TIMEOUT_S})
+
+    async def send() -> Any:
+        sink = CloudWatchSink(settings)  # type: ignore[arg-type]
+        try:
+            await asyncio.wait_for(sink.send(fleet(1)), 30.0)
+        except SinkError as exc:
+            return exc
+        except asyncio.TimeoutError:
+            return "still waiting on the drip after 30 s"
+        finally:
+            receiver.ok()  # ends a drip still holding the worker thread (before the fix)
+            await sink.aclose()
+        return "taken as delivered"
+
+    outcome = asyncio.run(send())
+    assert isinstance(outcome, SinkError), outcome
+    assert outcome.retryable
+    assert "no complete answer within 0.5 s" in outcome.message

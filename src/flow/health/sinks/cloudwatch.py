@@ -9,6 +9,12 @@ are left out rather than failing the whole call.
 Credentials and region follow boto3's usual chain (environment, profile, instance role)
 unless `region` / `profile` are set; `endpoint_url` points at a test server such as moto.
 boto3 is synchronous: calls run in a worker thread so the event loop keeps going.
+
+boto3 signs each call, but the HTTP exchange is ours (botocore's `before-send` hook): its
+urllib3 read timeout starts again with every byte, so an endpoint that drips its answer would
+hold the worker thread, and delivery, forever. Ours gives up once `timeout` has passed since
+the call began (checked as each piece of the answer arrives; a read that receives nothing
+fails after `timeout` too), and keeps at most 64 KiB of the answer.
 """
 
 from __future__ import annotations
@@ -16,14 +22,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+import ssl
+import time
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import orjson
 
 from flow.errors import ConfigError
 from flow.health.sinks.base import EncodedRequest, SinkError, is_retryable_status
+from flow.health.sinks.deadline import MAX_ANSWER_BYTES
 from flow.health.sinks.settings import CloudWatchSettings
 from flow.health.sinks.vocabulary import MetricType, snapshot_families
 from flow.health.snapshot import Snapshot, utcnow
@@ -58,6 +68,26 @@ _RETRYABLE_CODES = frozenset(
         "RequestTimeoutException",
     }
 )
+
+
+class _NoCompleteAnswer(Exception):
+    """The PutMetricData exchange ran past the sink's timeout (raised in the worker thread)."""
+
+
+class _KeptBody:
+    """What botocore reads an answer's body from (`AWSResponse.raw.stream()`)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._data
+
+
+def _verify() -> ssl.SSLContext | bool:
+    # botocore honours AWS_CA_BUNDLE; so does the exchange that replaced its transport.
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else True
 
 
 def require_boto3() -> Any:
@@ -108,6 +138,7 @@ class CloudWatchSink:
         self.name = settings.name
         self.settings = settings
         self._client = client
+        self._http: httpx.Client | None = None
         self.destination = f"cloudwatch {redact_url(self._endpoint())} namespace={settings.namespace}"
 
     def _get_client(self) -> Any:
@@ -128,7 +159,43 @@ class CloudWatchSink:
                     retries={"total_max_attempts": 1, "mode": "standard"},
                 ),
             )
+            self._client.meta.events.register(
+                "before-send.cloudwatch.PutMetricData", self._send_within_deadline
+            )
         return self._client
+
+    def _send_within_deadline(self, request: Any, **_: Any) -> Any:
+        """botocore's `before-send` hook: send the signed request under a total deadline."""
+        from botocore.awsrequest import AWSResponse
+
+        timeout_s = self.settings.timeout_s
+        deadline = time.monotonic() + timeout_s
+        if self._http is None:
+            self._http = httpx.Client(
+                timeout=timeout_s,
+                follow_redirects=False,
+                verify=_verify(),
+                # Raw bytes are what botocore parses: no compressed answers.
+                headers={"Accept-Encoding": "identity"},
+            )
+        body = request.body
+        if hasattr(body, "read"):
+            body = body.read()
+        if isinstance(body, str):
+            body = body.encode()
+        kept = bytearray()
+        with self._http.stream(
+            request.method, request.url, headers=list(request.headers.items()), content=body or b""
+        ) as response:
+            for chunk in response.iter_raw():
+                if time.monotonic() > deadline:
+                    break
+                kept += chunk
+                if len(kept) > MAX_ANSWER_BYTES:
+                    break
+            if time.monotonic() > deadline:
+                raise _NoCompleteAnswer(f"no complete answer within {timeout_s:g} s")
+        return AWSResponse(request.url, response.status_code, response.headers, _KeptBody(bytes(kept)))
 
     def calls(
         self, batch: Sequence[Snapshot], *, now: datetime | None = None
@@ -208,6 +275,15 @@ class CloudWatchSink:
             PartialCredentialsError,
         )
 
+        if isinstance(exc, (_NoCompleteAnswer, httpx.TimeoutException)):
+            detail = str(exc) if isinstance(exc, _NoCompleteAnswer) else (
+                f"no complete answer within {self.settings.timeout_s:g} s")
+            return SinkError(
+                f"{self.name}: PutMetricData timed out: {detail}",
+                retryable=True,
+                sink=self.name,
+                delivered=delivered,
+            )
         if isinstance(exc, ClientError):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             code = exc.response.get("Error", {}).get("Code", "")
@@ -236,7 +312,7 @@ class CloudWatchSink:
                 delivered=delivered,
                 hint=f"set health.sinks.{self.name}.region or AWS_REGION",
             )
-        retryable = isinstance(exc, (HTTPClientError, ConnectionError, OSError))
+        retryable = isinstance(exc, (HTTPClientError, ConnectionError, OSError, httpx.TransportError))
         # botocore quotes the endpoint URL ("Could not connect to the endpoint URL: ...").
         detail = scrub(str(exc), url_secrets(self.settings.endpoint_url or ""))
         return SinkError(
@@ -247,6 +323,9 @@ class CloudWatchSink:
         )
 
     async def aclose(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await asyncio.to_thread(http.close)
         client, self._client = self._client, None
         if client is not None and hasattr(client, "close"):
             await asyncio.to_thread(client.close)
