@@ -13,8 +13,8 @@ boto3 is synchronous: calls run in a worker thread so the event loop keeps going
 boto3 signs each call, but the HTTP exchange is ours (botocore's `before-send` hook): its
 urllib3 read timeout starts again with every byte, so an endpoint that drips its answer would
 hold the worker thread, and delivery, forever. Ours gives up once `timeout` has passed since
-the call began (checked as each piece of the answer arrives; a read that receives nothing
-fails after `timeout` too), and keeps at most 64 KiB of the answer.
+the call began (checked as each piece of the answer arrives; each step, such as a read that
+receives nothing, also fails after `timeout`), and keeps at most 64 KiB of the answer.
 """
 
 from __future__ import annotations
