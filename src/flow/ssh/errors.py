@@ -15,6 +15,10 @@ Every kind has its own readable message, so a fleet table can say *why* a node i
 | closed | the server closed or reset the connection |
 | error | anything else (unreachable network, bad ssh_config, protocol failure) |
 
+What the server says (a disconnect or refusal reason, an exception's text) is the node's text,
+not ours: it goes into a message only through `_said` (`flow.text.clean_text`), so a reason
+carrying terminal escapes cannot retitle or clear the operator's terminal where it is shown.
+
 Behind a jump host (ProxyJump), a failure of the hop keeps its kind and is reported for every
 node behind it as `<node> via jump host <hop>: <the hop's message>` (`via_jump_error`); a hop
 that cannot reach the node gives `refused`, `tunnel` or `error` naming both
@@ -33,6 +37,7 @@ import asyncssh
 from flow.errors import SSHError
 from flow.ssh.known_hosts import HostKeyCheck, fingerprint, lookup_name
 from flow.ssh.params import SSH_ERROR_KINDS, SSHParams
+from flow.text import clean_text
 
 __all__ = [
     "SSH_ERROR_KINDS",
@@ -44,11 +49,16 @@ __all__ = [
 ]
 
 
+def _said(value: object) -> str:
+    """Text the node (or its network) put in an exception, cleaned for a message."""
+    return clean_text(str(value))
+
+
 def _host_key_error(label: str, host: str, check: HostKeyCheck | None, reason: str) -> SSHError:
     if check is None or check.verdict is None:
         # asyncssh refused on its own: a revoked key or an untrusted certificate authority.
         return SSHError(
-            f"{label}: host key refused: {reason}",
+            f"{label}: host key refused: {_said(reason)}",
             host=host,
             kind="host_key_changed",
             hint="check the @revoked / @cert-authority lines of your known_hosts files",
@@ -110,7 +120,7 @@ def map_connect_error(
         )
     if isinstance(exc, socket.gaierror):
         return SSHError(
-            f"{label}: cannot resolve host {host!r}: {exc.strerror or exc}",
+            f"{label}: cannot resolve host {host!r}: {_said(exc.strerror or exc)}",
             host=host,
             kind="dns",
             hint="check the host name (flow tasks list) and your DNS / ~/.ssh/config",
@@ -124,7 +134,7 @@ def map_connect_error(
         )
     if isinstance(exc, asyncssh.PermissionDenied):
         return SSHError(
-            f"{label}: authentication failed: the server refused every key offered ({exc.reason})",
+            f"{label}: authentication failed: the server refused every key offered ({_said(exc.reason)})",
             host=host,
             kind="auth",
             hint="check the user, the key (--key / IdentityFile / the agent) and authorized_keys on the node",
@@ -132,13 +142,13 @@ def map_connect_error(
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         return _host_key_error(label, host, check, exc.reason)
     if isinstance(exc, (asyncssh.KeyImportError, asyncssh.KeyEncryptionError)):
-        return SSHError(f"{label}: cannot use the private key: {exc}", host=host, kind="auth")
+        return SSHError(f"{label}: cannot use the private key: {_said(exc)}", host=host, kind="auth")
     if isinstance(exc, asyncssh.ConfigParseError):
-        return SSHError(f"{label}: cannot read ssh_config: {exc}", host=host, kind="error")
+        return SSHError(f"{label}: cannot read ssh_config: {_said(exc)}", host=host, kind="error")
     if isinstance(exc, asyncssh.KeyExchangeFailed) and check is not None and check.known:
         return SSHError(
             f"{label}: the server offers no host key of the type recorded for "
-            f"{lookup_name(check.host or host, check.port)} ({exc.reason})",
+            f"{lookup_name(check.host or host, check.port)} ({_said(exc.reason)})",
             host=host,
             kind="host_key_changed",
             hint=f"if the host was reinstalled, delete the old key from {check.known[0].path}",
@@ -146,15 +156,15 @@ def map_connect_error(
     if isinstance(exc, asyncssh.ChannelOpenError):
         return map_channel_error(exc, label=label, host=host)
     if isinstance(exc, (asyncssh.ConnectionLost, ConnectionResetError, BrokenPipeError)):
-        return SSHError(f"{label}: the server closed the connection: {exc}", host=host, kind="closed")
+        return SSHError(f"{label}: the server closed the connection: {_said(exc)}", host=host, kind="closed")
     if isinstance(exc, asyncssh.DisconnectError):
-        return SSHError(f"{label}: SSH failed: {exc.reason}", host=host, kind="closed")
+        return SSHError(f"{label}: SSH failed: {_said(exc.reason)}", host=host, kind="closed")
     if isinstance(exc, OSError):
-        reason = exc.strerror or str(exc) or type(exc).__name__
+        reason = _said(exc.strerror or str(exc) or type(exc).__name__)
         if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
             return SSHError(f"{label}: host unreachable: {reason}", host=host, kind="error")
         return SSHError(f"{label}: cannot connect: {reason}", host=host, kind="error")
-    return SSHError(f"{label}: SSH failed: {type(exc).__name__}: {exc}", host=host, kind="error")
+    return SSHError(f"{label}: SSH failed: {type(exc).__name__}: {_said(exc)}", host=host, kind="error")
 
 
 def map_channel_error(
@@ -162,7 +172,7 @@ def map_channel_error(
 ) -> SSHError:
     """A channel (session or direct-tcpip) the server would not open."""
     code = getattr(exc, "code", None)
-    reason = getattr(exc, "reason", str(exc))
+    reason = _said(getattr(exc, "reason", exc))
     if remote is not None and code == asyncssh.OPEN_CONNECT_FAILED:
         return SSHError(
             f"{label}: nothing listens on {remote[0]}:{remote[1]} on the node ({reason})",
@@ -190,8 +200,9 @@ def map_session_error(exc: BaseException, *, label: str, host: str, what: str) -
     if isinstance(exc, asyncssh.ChannelOpenError):
         return map_channel_error(exc, label=label, host=host)
     if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError, BrokenPipeError)):
-        return SSHError(f"{label}: the connection closed during {what}: {exc}", host=host, kind="closed")
-    return SSHError(f"{label}: {what} failed: {type(exc).__name__}: {exc}", host=host, kind="error")
+        return SSHError(f"{label}: the connection closed during {what}: {_said(exc)}", host=host,
+                        kind="closed")
+    return SSHError(f"{label}: {what} failed: {type(exc).__name__}: {_said(exc)}", host=host, kind="error")
 
 
 def via_jump_error(exc: SSHError, params: SSHParams, hop: SSHParams) -> SSHError:
@@ -209,7 +220,7 @@ def via_jump_error(exc: SSHError, params: SSHParams, hop: SSHParams) -> SSHError
 def map_jump_channel_error(exc: Any, *, label: str, host: str, jump: str) -> SSHError:
     """The jump host would not open the channel to the node (its sshd's direct-tcpip answer)."""
     code = getattr(exc, "code", None)
-    reason = getattr(exc, "reason", str(exc))
+    reason = _said(getattr(exc, "reason", exc))
     if code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
         return SSHError(
             f"{label}: jump host {jump} forbids forwarding to the node ({reason})",

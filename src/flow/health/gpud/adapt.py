@@ -35,6 +35,7 @@ from flow.health.snapshot import (
     utcnow,
 )
 from flow.health.xid import classify_xid
+from flow.text import clean_text
 
 __all__ = ["MAX_EVENTS", "SCHEMA_V04", "SCHEMA_V05", "detect_schema", "snapshot_from_responses"]
 
@@ -118,7 +119,7 @@ def _repair_actions(state: Mapping[str, Any]) -> tuple[str, ...]:
     actions = state.get("suggested_actions")
     if not isinstance(actions, Mapping) or not isinstance(actions.get("repair_actions"), list):
         return ()
-    return tuple(a for a in actions["repair_actions"] if isinstance(a, str))
+    return tuple(clean_text(a) for a in actions["repair_actions"] if isinstance(a, str) and a)
 
 
 def _read_state(component: str, state: Mapping[str, Any], schema: str | None, parts: _Parts) -> None:
@@ -263,6 +264,8 @@ def snapshot_from_responses(
 
     Never raises: unreadable parts become `ReadError`s in `snapshot.read_errors`.
     """
+    # The caller's errors and the adapters' may quote the node (an exception's text): cleaned
+    # once more at the end, below, so no message escapes `clean_text`.
     parts = _Parts(errors=list(read_errors))
     samples, metric_errors, row_schemas = samples_from_response(metrics)
     schema = _detect(states, row_schemas, machine_info)
@@ -286,5 +289,6 @@ def snapshot_from_responses(
         components=tuple(parts.components),
         events=tuple(reversed(newest_first[:MAX_EVENTS])),
         xids=_xid_errors(parts),
-        read_errors=tuple(parts.errors),
+        read_errors=tuple(ReadError(component=clean_text(e.component), message=clean_text(e.message))
+                          for e in parts.errors),
     )

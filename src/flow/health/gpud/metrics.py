@@ -17,6 +17,7 @@ from flow.health.gpud.blobs import disk_usage
 from flow.health.gpud.gpus import GpuFacts
 from flow.health.gpud.values import component_entries, opt_float, opt_int, opt_text
 from flow.health.snapshot import DiskUsage, ReadError
+from flow.text import clean_text
 
 __all__ = ["MetricFacts", "Sample", "facts_from_samples", "latest_samples", "samples_from_response"]
 
@@ -61,7 +62,8 @@ def _sample(component: str, row: Any) -> tuple[Sample | None, str | None]:
     labels: dict[str, str] = {}
     raw_labels = row.get("labels")
     if isinstance(raw_labels, Mapping):
-        labels = {str(k): str(v) for k, v in raw_labels.items() if isinstance(v, (str, int, float))}
+        labels = {clean_text(str(k)): clean_text(str(v))
+                  for k, v in raw_labels.items() if isinstance(v, (str, int, float))}
     if name is None:
         name, schema = opt_text(row.get("metric_name")), "v0.4"
         secondary = opt_text(row.get("metric_secondary_name"))

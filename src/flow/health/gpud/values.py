@@ -4,6 +4,10 @@ GPUd's JSON is read by several adapters (state blobs, metrics, events, machine-i
 go through these helpers so that "unavailable" has one meaning: a missing key, `null`, a value
 of the wrong type, an empty string (GPUd leaves `""` after a failed check) or NaN all become
 `None`. None of these functions raises.
+
+Text is the node's, not ours: `opt_text` is where every string GPUd sends enters, and it cleans
+it (`flow.text.clean_text`: no terminal escapes or control characters, at most 4096 characters)
+so that nothing downstream (snapshot, JSONL, --json, tables) ever holds the raw text.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flow.health.snapshot import ReadError
+from flow.text import MAX_FIELD_CHARS, clean_text
 
 __all__ = [
     "as_records",
@@ -87,8 +92,12 @@ def opt_bool(value: Any) -> bool | None:
 
 
 def opt_text(value: Any) -> str | None:
-    """A non-empty string, or None."""
-    return value if isinstance(value, str) and value else None
+    """A non-empty string, cleaned (`clean_text`), or None (also when nothing is left of it)."""
+    if not isinstance(value, str) or not value:
+        return None
+    if len(value) <= MAX_FIELD_CHARS and value.isprintable():
+        return value  # clean_text's own fast path, inlined: this runs ~100 times a read
+    return clean_text(value) or None
 
 
 def is_supported(record: Mapping[str, Any], flag: str) -> bool:
