@@ -8,6 +8,15 @@ bad_response, error_response). httpx errors are mapped to the `GPUdError` tree i
 GPUd serves HTTPS only, with a self-signed certificate made at each start; verification is off
 (GPUd's own client does the same) because the channel is an SSH tunnel, which authenticates the
 node. Environment proxies are ignored for the same reason: the URL is a local tunnel end.
+
+A node is not trusted to be well-behaved, so one broken or hostile node cannot take a sweep down:
+- every answer is read as a stream and decompressed here, at most `MAX_COMPRESSED_BYTES` on the
+  wire (gzip) and `MAX_BODY_BYTES` decoded; past either, reading stops at once and the answer is
+  `bad_response` naming the limit (a gzip bomb or a huge array is never held whole);
+- `read()` ends by its deadline, whatever the node does: a drip (headers, then a byte now and
+  then) that no per-read timeout catches is cut there;
+- text from GPUd's error bodies is cleaned (`flow.text.clean_text`) before it goes into a
+  message; the adapters clean everything else they keep.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import asyncio
 import math
 import ssl
 import time
+import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from types import TracebackType
@@ -30,12 +40,15 @@ from flow.health.bootid import local_boot_id
 from flow.health.gpud.adapt import snapshot_from_responses
 from flow.health.gpud.values import opt_text
 from flow.health.snapshot import GpudStatus, ReadError, Snapshot, utcnow
+from flow.text import clean_text
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
     "DEFAULT_EVENTS_WINDOW_S",
     "DEFAULT_METRICS_SINCE_S",
     "DEFAULT_TIMEOUT_S",
+    "MAX_BODY_BYTES",
+    "MAX_COMPRESSED_BYTES",
     "GpudClient",
     "MachineInfoCache",
     "local_boot_id",
@@ -47,7 +60,18 @@ DEFAULT_DEADLINE_S = 10.0  # the whole read of one node
 DEFAULT_EVENTS_WINDOW_S = 3600.0  # XIDs and other events of the last hour
 DEFAULT_METRICS_SINCE_S = 120.0  # GPUd samples once a minute: the last one or two samples
 DEFAULT_MACHINE_INFO_TTL_S = 3600.0  # a GPUd upgrade without a reboot shows within the hour
+#: The most one answer may be, decoded (bytes). GPUd's largest answer is /v1/metrics over its
+#: whole 3 h retention on an 8-GPU node: 7.8 MB (0.3 MB gzip); flow asks for 2 min of it
+#: (~0.1 MB). /v1/states there is 64 kB, a day of events a few kB. Not higher: decoding JSON
+#: costs up to ~20 bytes of memory per byte (`[{},{},...]`), so 16 MiB can cost ~0.4 GB.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The most one gzip answer may be on the wire (bytes): 13x the largest real one.
+MAX_COMPRESSED_BYTES = 4 * 1024 * 1024
 _SNIPPET = 120
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_INFLATE_STEP = 1024 * 1024  # inflate at most this much at once: the buffer is all we hold
+# Slack for the read's own bookkeeping past its deadline (cancelled requests close their streams).
+_CANCEL_GRACE_S = 1.0
 
 
 class MachineInfoCache:
@@ -96,16 +120,103 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return "SSL" in str(exc) or "TLS" in str(exc)
 
 
-def _snippet(body: bytes) -> str:
-    text = body[:_SNIPPET].decode("utf-8", "replace")
+def _snippet(body: bytes | bytearray) -> str:
+    text = clean_text(body[:_SNIPPET].decode("utf-8", "replace"))
     return " ".join(text.split()) + ("…" if len(body) > _SNIPPET else "")
 
 
 def _error_body(body: Any) -> str | None:
     """GPUd's error body `{"code": N, "message": "..."}`: the message, or None if it is not one."""
     if isinstance(body, Mapping) and "code" in body and set(body) <= {"code", "message", "error"}:
-        return str(body.get("message") or body.get("error") or f"code {body['code']}")
+        return clean_text(str(body.get("message") or body.get("error") or f"code {body['code']}"))
     return None
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: a whole number of bytes >= 1")
+    return value
+
+
+class _BoundedBody:
+    """One answer's body, fed as it arrives, decoded here under both limits.
+
+    httpx would inflate a gzip body whole before anyone could look at its size; here each wire
+    chunk inflates to at most what is left of the decoded limit (zlib's `max_length`), so memory
+    never exceeds the limit however small the compressed body was.
+    """
+
+    def __init__(self, url: str, encoding: str, *, max_body: int, max_compressed: int) -> None:
+        self.url = url
+        self.max_body = max_body
+        self.max_compressed = max_compressed
+        self.buffer = bytearray()
+        self.wire = 0
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            self._inflate: Any = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(_GZIP_WBITS)
+        else:  # asked only for gzip: anything else is not GPUd's
+            raise GPUdError(f"GPUd's answer to {url} is encoded {clean_text(encoding)!r}; flow reads "
+                            "identity or gzip", url=url, kind="bad_response")
+
+    def too_big(self, declared: int | None) -> None:
+        """Raise now if a declared Content-Length is over the wire limit (nothing need be read)."""
+        if declared is not None:
+            self._count_wire(declared)
+
+    def _count_wire(self, n: int) -> None:
+        if self._inflate is None and n > self.max_body:
+            raise self._over(f"exceeds {_size(self.max_body)}, the limit for one answer")
+        if self._inflate is not None and n > self.max_compressed:
+            raise self._over(f"exceeds {_size(self.max_compressed)} compressed, the limit for a gzip answer")
+
+    def _over(self, what: str) -> GPUdError:
+        return GPUdError(f"GPUd's answer to {self.url} {what}; flow stopped reading it", url=self.url,
+                         kind="bad_response")
+
+    def feed(self, chunk: bytes) -> None:
+        self.wire += len(chunk)
+        self._count_wire(self.wire)
+        if self._inflate is None:
+            self._keep(chunk)
+            return
+        pending = chunk
+        try:
+            while True:
+                if self._inflate.eof:  # a gzip member ended; another may follow (RFC 1952)
+                    pending = self._inflate.unused_data + pending
+                    if not pending:
+                        return
+                    self._inflate = zlib.decompressobj(_GZIP_WBITS)
+                out = self._inflate.decompress(pending, _INFLATE_STEP)
+                self._keep(out)
+                pending = self._inflate.unconsumed_tail
+                # A full step may leave output inside zlib with no input left: ask again.
+                if not pending and len(out) < _INFLATE_STEP and not self._inflate.eof:
+                    return
+        except zlib.error as exc:
+            raise GPUdError(f"GPUd's gzip answer to {self.url} is corrupt: {exc}", url=self.url,
+                            kind="bad_response") from None
+
+    def _keep(self, data: bytes) -> None:
+        if len(self.buffer) + len(data) > self.max_body:
+            how = " decompressed" if self._inflate is not None else ""
+            raise self._over(f"exceeds {_size(self.max_body)}{how}, the limit for one answer")
+        self.buffer += data
+
+    def finish(self) -> bytearray:
+        if self._inflate is not None and self.wire and not self._inflate.eof:
+            raise GPUdError(f"GPUd's gzip answer to {self.url} broke off", url=self.url, kind="bad_response")
+        return self.buffer  # orjson reads a bytearray as is: no copy of up to MAX_BODY_BYTES
 
 
 #: Components whose per-GPU blobs carry the core readings (temperature, use, memory, power).
@@ -149,9 +260,12 @@ class GpudClient:
         events_window_s: how far back `/v1/events` is asked (`startTime`, unix seconds).
         metrics_since_s: how far back `/v1/metrics` is asked (`since`); the newest sample wins.
         machine_info_cache: share one between clients to keep /machine-info across sweeps.
+        max_body_bytes: the most one answer may be, decoded; past it the answer is bad_response.
+        max_compressed_bytes: the most one gzip answer may be on the wire.
 
     Raises:
-        ValueError: a bad URL or a limit that is not a positive number of seconds.
+        ValueError: a bad URL, a time limit that is not a positive number of seconds, or a size
+            limit that is not a whole number of bytes >= 1.
     """
 
     def __init__(
@@ -164,6 +278,8 @@ class GpudClient:
         events_window_s: float = DEFAULT_EVENTS_WINDOW_S,
         metrics_since_s: float = DEFAULT_METRICS_SINCE_S,
         machine_info_cache: MachineInfoCache | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_compressed_bytes: int = MAX_COMPRESSED_BYTES,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -173,6 +289,8 @@ class GpudClient:
         self.deadline_s = _positive("deadline_s", deadline_s)
         self.events_window_s = _positive("events_window_s", events_window_s)
         self.metrics_since_s = _positive("metrics_since_s", metrics_since_s)
+        self.max_body_bytes = _positive_int("max_body_bytes", max_body_bytes)
+        self.max_compressed_bytes = _positive_int("max_compressed_bytes", max_compressed_bytes)
         self.machine_info_cache = machine_info_cache if machine_info_cache is not None else MachineInfoCache()
         self._answered = False  # the last read got GPUd's states
         self._http = httpx.AsyncClient(
@@ -211,11 +329,13 @@ class GpudClient:
             GPUdTimeout: no answer within `timeout_s` (kind "timeout").
             GPUdStatusError: a non-2xx status or GPUd's JSON error body (kind "error_response").
             GPUdError: nothing listening (kind "not_listening"), a TLS handshake failure
-                ("tls_error"), or an answer that is not JSON or broke off ("bad_response").
+                ("tls_error"), or an answer that is not JSON, broke off, or is over a size limit
+                ("bad_response").
         """
         url = f"{self.base_url}{path}"
         try:
-            response = await self._http.get(path, params=params)
+            async with self._http.stream("GET", path, params=params) as response:
+                content = await self._read_body(response, url)
         except httpx.TimeoutException as exc:
             raise GPUdTimeout(
                 f"GPUd at {url} did not answer within {self.timeout_s:g} s ({type(exc).__name__})", url=url
@@ -229,22 +349,35 @@ class GpudClient:
         except httpx.HTTPError as exc:  # the connection broke mid-answer, bad gzip, protocol errors
             raise GPUdError(f"GPUd at {url} broke off its answer: {type(exc).__name__}: {exc}", url=url,
                             kind="bad_response") from exc
-        return self._decode(response, url)
+        return self._decode(response, content, url)
 
-    def _decode(self, response: httpx.Response, url: str) -> Any:
+    async def _read_body(self, response: httpx.Response, url: str) -> bytearray:
+        limits = {"max_body": self.max_body_bytes, "max_compressed": self.max_compressed_bytes}
+        if response.is_stream_consumed:  # an in-memory transport's answer: already read and decoded
+            body = _BoundedBody(url, "", **limits)
+            body.feed(response.content)
+            return body.finish()
+        body = _BoundedBody(url, response.headers.get("Content-Encoding", ""), **limits)
+        length = response.headers.get("Content-Length", "")
+        body.too_big(int(length) if length.isascii() and length.isdigit() else None)
+        async for chunk in response.aiter_raw():
+            body.feed(chunk)
+        return body.finish()
+
+    def _decode(self, response: httpx.Response, content: bytes | bytearray, url: str) -> Any:
         try:
-            body: Any = orjson.loads(response.content)
+            body: Any = orjson.loads(content)
         except orjson.JSONDecodeError:
             body = None
             decoded = False
         else:
             decoded = True
         if not response.is_success:
-            detail = _error_body(body) or _snippet(response.content) or response.reason_phrase
+            detail = _error_body(body) or _snippet(content) or clean_text(response.reason_phrase)
             raise GPUdStatusError(f"GPUd answered {url} with HTTP {response.status_code}: {detail}",
                                   status_code=response.status_code, url=url)
         if not decoded:
-            raise GPUdError(f"GPUd's answer to {url} is not JSON: {_snippet(response.content)!r}", url=url,
+            raise GPUdError(f"GPUd's answer to {url} is not JSON: {_snippet(content)!r}", url=url,
                             kind="bad_response")
         message = _error_body(body)
         if message is not None:
@@ -268,7 +401,7 @@ class GpudClient:
             for task in tasks.values():
                 task.cancel()
         if pending:
-            await asyncio.wait(pending, timeout=1.0)
+            await asyncio.wait(pending, timeout=_CANCEL_GRACE_S)
         results: dict[str, Any] = {}
         for name, task in tasks.items():
             if task in pending:
@@ -296,12 +429,27 @@ class GpudClient:
             boot_id: the node's boot id if the caller knows it; /machine-info is then taken from
                 the cache when it holds that boot.
 
-        Never raises for GPUd's or the network's failures; they are in `snapshot.gpud`.
+        Never raises for GPUd's or the network's failures; they are in `snapshot.gpud`. Returns
+        by `deadline_s` (plus a second at most to close what was cut off) whatever the node does.
         """
         started = time.monotonic()
-        now_s = int(time.time())
         identity: dict[str, Any] = {"task_id": task_id, "task_name": task_name, "node": node,
                                     "instance_type": instance_type}
+        try:
+            # The requests have the deadline already (_fetch_all); this one is over everything,
+            # so nothing the node does (a drip, an answer cut mid-way) can hold the read longer.
+            return await asyncio.wait_for(self._read(identity, started, boot_id),
+                                          self.deadline_s + _CANCEL_GRACE_S)
+        except asyncio.TimeoutError:
+            self._answered = False
+            latency_ms = round((time.monotonic() - started) * 1000.0, 1)
+            error = (f"GPUd at {self.base_url} did not finish answering within the "
+                     f"{self.deadline_s:g} s deadline")
+            return Snapshot(timestamp=utcnow(), **identity, gpud=GpudStatus(
+                reachable=False, state="timeout", error=error, latency_ms=latency_ms))
+
+    async def _read(self, identity: dict[str, Any], started: float, boot_id: str | None) -> Snapshot:
+        now_s = int(time.time())
         # The requests queue on one connection, so their order is the plan: /healthz (cheap; it
         # tells "GPUd up, states stuck" from "GPUd down") and the states first; then what the
         # states call for; events (a query of GPUd's database) last, so a stuck events query
@@ -358,7 +506,8 @@ class GpudClient:
 
     def _failure(self, exc: BaseException, results: Mapping[str, Any], latency_ms: float) -> GpudStatus:
         kind = exc.kind if isinstance(exc, GPUdError) else "bad_response"
-        message = str(exc) if isinstance(exc, GPUdError) else f"{type(exc).__name__}: {exc}"
+        # httpx's and h11's texts may quote what the node sent: cleaned like the node's own text.
+        message = clean_text(str(exc) if isinstance(exc, GPUdError) else f"{type(exc).__name__}: {exc}")
         if "/healthz" in results and not isinstance(results["/healthz"], BaseException):
             message = f"/healthz answered but /v1/states failed: {message}"
         return GpudStatus(reachable=False, state=kind, error=message, latency_ms=latency_ms)
