@@ -13,6 +13,7 @@ from flow.health.sim import (
     DEFAULT_GPUD_VERSION,
     DEFAULT_SLOW_DELAY_S,
     GPU_MODELS,
+    HOSTILE_SCENARIOS,
     MIXED,
     SCENARIOS,
     SimFleet,
@@ -45,8 +46,10 @@ def _check_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="How many simulated nodes to serve.")
 @click.option("--base-port", type=click.IntRange(0, 65535), default=15132, show_default=True,
               help="Port of the first node; the others follow consecutively. 0: any free ports.")
-@click.option("--scenario", type=click.Choice([*SCENARIOS, MIXED]), default="healthy", show_default=True,
-              help="What every node plays; 'mixed' spreads the scenarios over the fleet.")
+@click.option("--scenario", type=click.Choice([*SCENARIOS, *HOSTILE_SCENARIOS, MIXED]), default="healthy",
+              show_default=True,
+              help="What every node plays; 'mixed' spreads the GPU and GPUd scenarios over the fleet. "
+                   "huge-body, gzip-bomb, drip and control-chars are hostile nodes, never part of 'mixed'.")
 @click.option("--gpud-version", default=DEFAULT_GPUD_VERSION, show_default=True, callback=_check_version,
               help="GPUd version to imitate; before v0.5.0 the v0.4 API shapes are served.")
 @click.option("--gpus", type=click.IntRange(1, 8), default=DEFAULT_GPU_COUNT, show_default=True,

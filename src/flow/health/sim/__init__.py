@@ -15,7 +15,13 @@ from __future__ import annotations
 
 from flow.health.sim.background import FleetThread, start_fleet_in_thread
 from flow.health.sim.hardware import DEFAULT_GPU_MODEL, GPU_MODELS, GpuModel, resolve_model
-from flow.health.sim.scenarios import MIXED, SCENARIO_DESCRIPTIONS, SCENARIOS, assign_scenarios
+from flow.health.sim.scenarios import (
+    HOSTILE_SCENARIOS,
+    MIXED,
+    SCENARIO_DESCRIPTIONS,
+    SCENARIOS,
+    assign_scenarios,
+)
 from flow.health.sim.server import (
     DEFAULT_GPU_COUNT,
     DEFAULT_GPUD_VERSION,
@@ -33,6 +39,7 @@ __all__ = [
     "DEFAULT_SLOW_DELAY_S",
     "GARBAGE_BODY",
     "GPU_MODELS",
+    "HOSTILE_SCENARIOS",
     "MIXED",
     "SCENARIOS",
     "SCENARIO_DESCRIPTIONS",

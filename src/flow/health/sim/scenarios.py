@@ -1,4 +1,9 @@
-"""The named scenarios a simulated node can play, and how `mixed` spreads them over a fleet."""
+"""The named scenarios a simulated node can play, and how `mixed` spreads them over a fleet.
+
+`SCENARIOS` are what GPUd says about GPUs (and GPUd down, slow or behind a wrong proxy);
+`HOSTILE_SCENARIOS` are a node attacking its client (see hostile.py). A node plays either kind,
+but `mixed` (and so the demo) spreads only `SCENARIOS`: a hostile node is asked for by name.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
 
 __all__ = [
+    "HOSTILE_SCENARIOS",
     "MIXED",
     "SCENARIOS",
     "SCENARIO_DESCRIPTIONS",
@@ -32,6 +38,8 @@ SCENARIOS: tuple[str, ...] = (
     "gpud-garbage",
 )
 
+HOSTILE_SCENARIOS: tuple[str, ...] = ("huge-body", "gzip-bomb", "drip", "control-chars")
+
 MIXED = "mixed"
 
 # Scenarios about the agent's transport rather than the GPUs.
@@ -53,6 +61,10 @@ SCENARIO_DESCRIPTIONS: Mapping[str, str] = MappingProxyType({
     "gpud-down": "nothing listens on the port: connections are refused",
     "gpud-slow": "every answer comes after a delay (default 30 s)",
     "gpud-garbage": "HTTP 200 with a body that is not GPUd's",
+    "huge-body": "hostile: every answer but /healthz is a 256 MiB JSON array, chunked",
+    "gzip-bomb": "hostile: every answer but /healthz is 2 MiB of gzip inflating to 2 GiB",
+    "drip": "hostile: answers but /healthz send headers, then one byte a second",
+    "control-chars": "hostile: healthy, but every reason, event and host name carries terminal escapes",
 })
 
 # In a large `mixed` fleet, this share of the nodes past the first len(SCENARIOS) is unhealthy.
@@ -61,10 +73,10 @@ _MIXED_TAIL_FAULT_EVERY = 10
 
 def validate_scenario(name: str) -> str:
     """Return `name` if it is a scenario or `mixed`; raise ValueError naming the choices."""
-    if name in SCENARIOS or name == MIXED:
+    if name in SCENARIOS or name in HOSTILE_SCENARIOS or name == MIXED:
         return name
     raise ValueError(
-        f"unknown scenario {name!r}; choose one of: {', '.join((*SCENARIOS, MIXED))}"
+        f"unknown scenario {name!r}; choose one of: {', '.join((*SCENARIOS, *HOSTILE_SCENARIOS, MIXED))}"
     )
 
 

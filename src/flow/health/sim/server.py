@@ -26,9 +26,10 @@ from flow.health.bootid import local_boot_id
 from flow.health.sim.api import DEFAULT_QUERY_SINCE_S, ApiError, NodeApi, parse_version
 from flow.health.sim.gofmt import go_duration_s
 from flow.health.sim.hardware import DEFAULT_GPU_MODEL, resolve_model
+from flow.health.sim.hostile import serve_hostile
 from flow.health.sim.physics import NodeProfile, make_profile, mix
 from flow.health.sim.promtext import CONTENT_TYPE as PROM_CONTENT_TYPE
-from flow.health.sim.scenarios import assign_scenarios, validate_scenario
+from flow.health.sim.scenarios import HOSTILE_SCENARIOS, assign_scenarios, validate_scenario
 from flow.health.sim.tls import self_signed_context
 
 __all__ = [
@@ -302,6 +303,10 @@ class _Server:
                 pass
         if node.scenario == "gpud-garbage":
             return web.Response(status=200, body=GARBAGE_BODY, content_type="application/json")
+        if node.scenario in HOSTILE_SCENARIOS:
+            hostile = await serve_hostile(node, request, self._closing)
+            if hostile is not None:
+                return hostile
         try:
             return _route(node, request)
         except ApiError as err:
