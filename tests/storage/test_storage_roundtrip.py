@@ -153,14 +153,14 @@ def test_an_unwritable_store_raises_storage_error(tmp_path: Path) -> None:
     assert info.value.path is not None
 
 
-def test_an_unreadable_file_raises_storage_error(tmp_path: Path) -> None:
+def test_an_unreadable_file_is_skipped_and_named(tmp_path: Path) -> None:
     root = tmp_path / "m"
     store = make_store(root, Clock(T0 + timedelta(hours=1)))
     store.write_snapshot(snap(T0))
     (root / "task-a/2026-11-20.jsonl.gz").mkdir()  # in the way, and not readable as a file
-    with pytest.raises(StorageError, match="cannot read metrics") as info:
-        list(store.read_snapshots("task-a"))
-    assert info.value.path == root / "task-a/2026-11-20.jsonl.gz"
+    assert list(store.read_snapshots("task-a")) == []
+    assert store.unreadable_files == [f"{root / 'task-a/2026-11-20.jsonl.gz'}: cannot read metrics: "
+                                      "Is a directory"]
 
 
 def test_the_store_creates_missing_parents_private(tmp_path: Path) -> None:

@@ -102,6 +102,10 @@ async def fetch_task_history(
                 node_store = MetricsStore(Path(tmp) / str(i), retention_days=3650,
                                           compress_after_days=3650)
                 store.write_snapshots(node_store.read_snapshots(task_id=task_id, start=start, end=end))
+                notes.extend(f"{targets[i].node}: skipped {why}" for why in node_store.unreadable_files)
+                if node_store.corrupt_lines_skipped:
+                    notes.append(f"{targets[i].node}: skipped {node_store.corrupt_lines_skipped} "
+                                 "damaged line(s) of the collector's store")
             return HistoryFetch("node", store, tuple(notes))
     local = MetricsStore(config.metrics_dir, retention_days=config.health.retention_days,
                          compress_after_days=config.health.compress_after_days)

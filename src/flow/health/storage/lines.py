@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -26,6 +26,7 @@ from flow.health.storage.locking import task_lock
 
 __all__ = [
     "CHUNK_BYTES",
+    "MAX_LINE_BYTES",
     "TS_END",
     "TS_PREFIX",
     "Line",
@@ -42,6 +43,11 @@ __all__ = [
 
 CHUNK_BYTES = 1024 * 1024
 _GZ_IN_BYTES = 256 * 1024
+_GZ_MAGIC = b"\x1f\x8b\x08"
+#: The longest line read. A snapshot of an 8-GPU node is about 9 KiB and GPUd's answers are
+#: capped before they become one; a longer line is damage (a run of NULs after a crash, say)
+#: and is skipped and counted without being held in memory.
+MAX_LINE_BYTES = 4 * 1024 * 1024
 # Snapshot.to_dict puts schema and timestamp first, so a line starts with this and the
 # 24-byte timestamp: a window test can skip a line without decoding it.
 TS_PREFIX = b'{"schema":%d,"timestamp":"' % SCHEMA_VERSION
@@ -52,23 +58,31 @@ TS_END = len(TS_PREFIX) + _TS_LEN  # where the timestamp's closing quote is
 @dataclass
 class ReadCounters:
     """What reads skipped. `corrupt_lines` counts lines that are not snapshots (torn by a
-    crash, damaged, or not JSON) and damaged gzip tails."""
+    crash, damaged, over-long, or not JSON) and lines lost in damaged gzip data; `unreadable`
+    names the day files that could not be opened at all."""
 
     corrupt_lines: int = 0
     examples: list[str] = field(default_factory=list)
+    #: Day files that could not be opened (permissions, a directory in the way), skipped.
+    unreadable: list[str] = field(default_factory=list)
 
     def corrupt(self, where: str) -> None:
         self.corrupt_lines += 1
         if len(self.examples) < 10:
             self.examples.append(where)
 
+    def skipped_file(self, why: str) -> None:
+        if why not in self.unreadable and len(self.unreadable) < 100:
+            self.unreadable.append(why)
+
 
 class Line(NamedTuple):
-    data: bytes  # without its newline
+    data: bytes  # without its newline (empty for a line over MAX_LINE_BYTES)
     start: int  # offset of its first byte in the day's stream
     end: int  # offset just past it (past its newline when it has one)
     terminated: bool  # False for a last line with no newline: torn, or still being written
     plain: bool  # it comes from the `.jsonl` part (the one that can still grow)
+    too_long: bool = False  # over MAX_LINE_BYTES: dropped unread, to be counted as corrupt
 
 
 @dataclass
@@ -122,34 +136,131 @@ def open_day(files: DayFiles) -> OpenDay:
 
 
 def gz_chunks(f: BinaryIO, counters: ReadCounters, where: str) -> Iterator[bytes]:
-    """Decompressed bytes of a (multi-member) gzip file; a damaged or truncated tail ends it
-    quietly after everything before it was returned, and is counted once."""
+    """Decompressed bytes of a (multi-member) gzip file, in chunks of at most `CHUNK_BYTES`
+    (so a member that inflates a thousandfold costs no more memory than any other).
+
+    Damage never hides what precedes it: everything zlib can inflate before the first bad
+    byte is returned (found by replaying the failing input in ever smaller pieces), the loss is
+    counted (about as many lines as the member's recorded size says are missing, at least
+    one), and reading resumes at the next gzip member if a later one is intact. A truncated
+    tail is returned as far as it goes and counted once.
+    """
     decomp = zlib.decompressobj(wbits=31)
-    started = False
+    in_member = False
+    member_out = member_lines = 0
+    consumed = 0  # compressed bytes of the file handed to zlib so far
+    pending = b""
     while True:
-        raw = f.read(_GZ_IN_BYTES)
-        if not raw:
-            break
-        started = True
-        while raw:
-            try:
-                out = decomp.decompress(raw)
-            except zlib.error:
-                counters.corrupt(f"{where}: damaged gzip data")
-                return
+        if not pending:
+            pending = f.read(_GZ_IN_BYTES)
+            if not pending:
+                break
+        in_member = True
+        saved = decomp.copy()
+        try:
+            out = decomp.decompress(pending, CHUNK_BYTES)
+        except zlib.error:
+            out, used = _salvage(saved, pending)
             if out:
+                member_lines += out.count(b"\n")
+                member_out += len(out)
                 yield out
-            if decomp.eof:
-                raw = decomp.unused_data
-                decomp = zlib.decompressobj(wbits=31)  # the next gzip member, if any
-                started = bool(raw)
-            else:
-                raw = b""
-    if started:
+            damage_at = consumed + used
+            _count_damage(f, counters, where, damage_at, member_out, member_lines)
+            # Resume at the next member (late writes folded in by the compressor are members).
+            restart = _next_member(f, damage_at + 1)
+            if restart is None:
+                return
+            f.seek(restart)
+            consumed, pending = restart, b""
+            # Every member starts a line (the compressor ends each with a newline): end the
+            # damaged one's last partial line here, so that it never glues onto the next.
+            yield b"\n"
+            decomp = zlib.decompressobj(wbits=31)
+            in_member = False
+            member_out = member_lines = 0
+            continue
+        if out:
+            member_lines += out.count(b"\n")
+            member_out += len(out)
+            yield out
+        if decomp.eof:
+            rest = decomp.unused_data
+            consumed += len(pending) - len(rest)
+            pending = rest
+            decomp = zlib.decompressobj(wbits=31)  # the next gzip member, if any
+            in_member = False
+            member_out = member_lines = 0
+        else:
+            tail = decomp.unconsumed_tail
+            consumed += len(pending) - len(tail)
+            pending = tail
+    if in_member:
         out = decomp.flush()
         if out:
             yield out
         counters.corrupt(f"{where}: truncated gzip data")
+    elif consumed == 0 and f.tell() == 0:
+        counters.corrupt(f"{where}: empty gzip file")  # the compressor never writes one
+
+
+def _salvage(saved: Any, data: bytes) -> tuple[bytes, int]:
+    """What `saved` (a decompressor before `data`) inflates from `data` before the damage,
+    and how many bytes of `data` precede the bad one. Only runs on damaged files."""
+    out: list[bytes] = []
+    used = 0
+    step = 1024
+    size = 0
+    while used < len(data) and size < 64 * CHUNK_BYTES:
+        trial = saved.copy()
+        try:
+            piece = trial.decompress(data[used : used + step])
+        except zlib.error:
+            if step == 1:
+                break
+            step = 1
+            continue
+        out.append(piece)
+        size += len(piece)
+        used += min(step, len(data) - used)
+        saved = trial
+        if trial.eof:
+            break
+    return b"".join(out), used
+
+
+def _count_damage(f: BinaryIO, counters: ReadCounters, where: str, at: int, member_out: int,
+                  member_lines: int) -> None:
+    """Count the lines lost at damage: estimated from the member's recorded size (the gzip
+    trailer's ISIZE, when the damaged member is the file's last) and its mean line length."""
+    lost = 1
+    try:
+        f.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(f.read(4), "little")
+    except OSError:
+        isize = 0
+    if isize > member_out and member_lines:
+        lost = max(1, round((isize - member_out) / (member_out / member_lines)))
+    counters.corrupt(f"{where}: damaged gzip data at compressed byte {at} "
+                     f"(about {lost} line(s) after it unreadable)")
+    counters.corrupt_lines += lost - 1
+
+
+def _next_member(f: BinaryIO, after: int) -> int | None:
+    """The offset of the next gzip member header at or after `after`, or None."""
+    f.seek(after)
+    carry = b""
+    base = after
+    while True:
+        block = f.read(_GZ_IN_BYTES)
+        if not block:
+            return None
+        buf = carry + block
+        hit = buf.find(_GZ_MAGIC)
+        if hit >= 0:
+            return base - len(carry) + hit
+        carry = buf[-(len(_GZ_MAGIC) - 1):]
+        base += len(block)
 
 
 def plain_chunks(f: BinaryIO, skip: int) -> Iterator[bytes]:
@@ -162,44 +273,76 @@ def plain_chunks(f: BinaryIO, skip: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _split(chunks: Iterator[bytes], base: int, *, plain: bool) -> Iterator[Line]:
-    """Lines of a chunk stream. A last line without a newline is `terminated=False` only in
-    the plain part (it may still be growing); a compressed part never grows, so its tail is
-    final and left to the decoder to accept or count."""
+def _split(chunks: Iterable[bytes], base: int, *, plain: bool) -> Iterator[Line]:
+    """Lines of a chunk stream starting at stream offset `base`. A last line without a newline
+    is `terminated=False` only in the plain part (it may still be growing); a compressed part
+    never grows, so its tail is final and left to the decoder to accept or count.
+
+    A line over `MAX_LINE_BYTES` is not kept: its bytes are dropped as they come (constant
+    memory, linear time) and it is yielded with no data and `too_long` set.
+    """
     rest = b""
-    pos = base
+    pos = base  # where the next line starts
+    at = base  # the stream offset of the chunk's first byte
+    skipping = False  # inside an over-long line that started at `pos`
     for chunk in chunks:
+        chunk_at = at
+        at += len(chunk)
+        if skipping:
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                continue
+            end = chunk_at + nl + 1
+            yield Line(b"", pos, end, True, plain, True)
+            pos = end
+            chunk = chunk[nl + 1 :]
+            skipping = False
         buf = rest + chunk if rest else chunk
         parts = buf.split(b"\n")
         rest = parts.pop()
         for part in parts:
             end = pos + len(part) + 1
-            yield Line(part, pos, end, True, plain)
+            if len(part) > MAX_LINE_BYTES:
+                yield Line(b"", pos, end, True, plain, True)
+            else:
+                yield Line(part, pos, end, True, plain)
             pos = end
-    if rest:
+        if len(rest) > MAX_LINE_BYTES:
+            skipping = True
+            rest = b""
+    if skipping:
+        yield Line(b"", pos, at, not plain, plain, True)
+    elif rest:
         yield Line(rest, pos, pos + len(rest), not plain, plain)
+
+
+def _skip_to(chunks: Iterable[bytes], offset: int) -> Iterator[bytes]:
+    """The chunks' bytes from `offset` on, without keeping what comes before it."""
+    seen = 0
+    for chunk in chunks:
+        if seen + len(chunk) > offset:
+            yield chunk[max(0, offset - seen) :] if seen < offset else chunk
+        seen += len(chunk)
 
 
 def iter_day_lines(day: OpenDay, counters: ReadCounters, *, start_offset: int = 0) -> Iterator[Line]:
     """Every line of the day's stream from `start_offset` (which must be a line start)."""
     base = 0
-    if day.gz is not None:
+    gz = day.gz
+    if gz is not None:
         where = str(day.files.gz)
-        if start_offset == 0:
-            for line in _split(gz_chunks(day.gz, counters, where), 0, plain=False):
-                yield line
-                base = line.end
-        else:
-            # Skip what the cursor already consumed without splitting it into lines.
-            gz_len = 0
-            pending: list[bytes] = []
-            for chunk in gz_chunks(day.gz, counters, where):
-                if gz_len + len(chunk) > start_offset:
-                    pending.append(chunk[max(0, start_offset - gz_len):])
+        gz_len = 0
+
+        def measured() -> Iterator[bytes]:
+            nonlocal gz_len
+            for chunk in gz_chunks(gz, counters, where):
                 gz_len += len(chunk)
-            if pending:
-                yield from _split(iter(pending), start_offset, plain=False)
-            base = gz_len
+                yield chunk
+
+        # What the cursor already consumed is skipped without splitting it into lines.
+        chunks = measured() if start_offset == 0 else _skip_to(measured(), start_offset)
+        yield from _split(chunks, start_offset, plain=False)
+        base = gz_len
     if day.plain is not None:
         skip = max(0, start_offset - base)
         yield from _split(plain_chunks(day.plain, skip), base + skip, plain=True)

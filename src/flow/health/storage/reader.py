@@ -16,8 +16,10 @@ from typing import Any
 
 import orjson
 
+from flow.errors import StorageError
 from flow.health.storage.layout import DayFiles, day_of, list_days, task_id_from_dirname
 from flow.health.storage.lines import (
+    MAX_LINE_BYTES,
     TS_END,
     TS_PREFIX,
     OpenDay,
@@ -47,7 +49,9 @@ def _scan(
         nl = buf.find(b"\n", pos, hi)
         if nl < 0:
             nl = hi
-        if (nl - pos > TS_END and buf.startswith(TS_PREFIX, pos)
+        if nl - pos > MAX_LINE_BYTES:
+            counters.corrupt(f"{where}: a line over {MAX_LINE_BYTES} bytes")
+        elif (nl - pos > TS_END and buf.startswith(TS_PREFIX, pos)
                 and buf[pos + TS_END - 1 : pos + TS_END + 1] == b'Z"'):
             key = buf[pos + prefix_len : pos + TS_END]
             if key >= start_key and (end_key is None or key < end_key):
@@ -72,12 +76,24 @@ def _window_lines(
         parts.append((plain_chunks(day.plain, 0), str(day.files.plain)))
     for chunks, where in parts:
         rest = b""
+        skipping = False  # inside a line over MAX_LINE_BYTES: dropped as it comes, then counted
         for chunk in chunks:
+            if skipping:
+                nl = chunk.find(b"\n")
+                if nl < 0:
+                    continue
+                counters.corrupt(f"{where}: a line over {MAX_LINE_BYTES} bytes")
+                chunk = chunk[nl + 1 :]
+                skipping = False
             buf = rest + chunk if rest else chunk
             cut = buf.rfind(b"\n") + 1
             yield from _scan(buf, cut, counters, where, start_key, end_key)
             rest = buf[cut:]
-        if rest:  # a last line with no newline: whole if it decodes, else torn (and counted)
+            if len(rest) > MAX_LINE_BYTES:
+                rest, skipping = b"", True
+        if skipping:
+            counters.corrupt(f"{where}: a line over {MAX_LINE_BYTES} bytes")
+        elif rest:  # a last line with no newline: whole if it decodes, else torn (and counted)
             yield from _scan(rest, len(rest), counters, where, start_key, end_key)
 
 
@@ -115,7 +131,12 @@ def dir_records(
         if day < first or (last is not None and day > last):
             continue
         files = DayFiles(task_dir, day)
-        for key, data in day_window(files, counters, start_key, end_key):
+        try:
+            window = day_window(files, counters, start_key, end_key)
+        except StorageError as exc:
+            counters.skipped_file(exc.message)  # one unreadable day never hides the others
+            continue
+        for key, data in window:
             try:
                 obj = orjson.loads(data)
             except orjson.JSONDecodeError:

@@ -32,7 +32,7 @@ from flow.health.storage.layout import (
     task_dirs,
     to_utc,
 )
-from flow.health.storage.lines import ReadCounters, decode_record, fast_timestamp
+from flow.health.storage.lines import MAX_LINE_BYTES, ReadCounters, decode_record, fast_timestamp
 from flow.health.storage.locking import FILE_MODE, ensure_private_dir, task_lock
 from flow.health.storage.maintenance import Protect, run_cleanup, scan_stats
 from flow.health.storage.reader import dir_records, dir_task_id
@@ -117,6 +117,11 @@ class MetricsStore:
     def corrupt_lines_skipped(self) -> int:
         """Lines this store's reads skipped because they were not snapshots (torn or damaged)."""
         return self._counters.corrupt_lines
+
+    @property
+    def unreadable_files(self) -> list[str]:
+        """Why day files were skipped by reads (each could not be opened), for a note."""
+        return list(self._counters.unreadable)
 
     @property
     def corrupt_examples(self) -> list[str]:
@@ -294,9 +299,8 @@ class MetricsStore:
         Only the task's files for the days the window touches are opened. Lines that are not
         snapshots are skipped and counted (`corrupt_lines_skipped`); this never raises on bad
         data. Without a task, each task's current day window is held in memory as raw lines.
-
-        Raises:
-            StorageError: a file is there but cannot be opened (permissions, not a file).
+        A day file that cannot be opened (permissions, not a file) is skipped and named in
+        `unreadable_files`; the other days are still read.
         """
         for obj in self.read_records(task_id, start, end):
             snapshot = self._snapshot(obj)
@@ -330,7 +334,8 @@ class MetricsStore:
         """
         for data, pos in self._lines_from(position):
             if not _looks_whole(data) and decode_record(data) is None:
-                self._counters.corrupt(f"{pos.task_id}: a line that is not a snapshot")
+                self._counters.corrupt(f"{pos.task_id}: a line that is not a snapshot"
+                                       if data else f"{pos.task_id}: a line over {MAX_LINE_BYTES} bytes")
                 if with_skipped:
                     yield b"", pos
                 continue

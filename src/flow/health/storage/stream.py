@@ -20,6 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from flow.errors import StorageError
 from flow.health.storage.layout import DayFiles, list_days
 from flow.health.storage.lines import ReadCounters, gz_chunks, iter_day_lines, open_day
 
@@ -196,11 +197,16 @@ def iter_lines_from(
         offset = read or 0
         if offset and lengths.length(files) <= offset:
             continue
-        with open_day(files) as od:
+        try:
+            opened = open_day(files)
+        except StorageError as exc:
+            counters.skipped_file(exc.message)  # its mark stays: sent once it can be read
+            continue
+        with opened as od:
             for line in iter_day_lines(od, counters, start_offset=offset):
                 if not line.terminated and line.plain:
                     break
-                if line.data:
+                if line.data or line.too_long:  # an over-long line goes on, to be counted
                     marks[day] = line.end
                     yield line.data, StreamPosition(task_id=position.task_id,
                                                     days=tuple(sorted(marks.items())))
