@@ -195,3 +195,21 @@ def test_watch_resweeps_and_shows_what_changed(
         assert sshd.log().count("Accepted publickey") == 1, sshd.log()[-2000:]
     finally:
         fleet.stop()
+
+
+def test_history_skips_an_unreadable_day_file_with_a_note(
+    flow_home: Path, isolated_home: Path, sshd: SshdServer, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One unreadable day file used to fail the whole --history (issue 12, class 11)."""
+    store = MetricsStore(flow_home / "metrics")
+    store.write_snapshots(history(3, hot_from=0, hot_to=0))
+    earlier = (utcnow() - timedelta(days=1)).date().isoformat()
+    (store.task_dir(TASK_ID) / f"{earlier}.jsonl.gz").mkdir()  # a directory in the way
+    write_inventory(flow_home, sshd)
+    sshd.stop()
+    assert main(["health", "--task", TASK_ID, "--history", "30", "--json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["source"] == "local" and len(doc["snapshots"]) == 18
+    assert any(f"{earlier}.jsonl.gz: cannot read metrics" in note for note in doc["notes"])
+    assert main(["health", "--task", TASK_ID, "--history", "30"]) == 0
+    assert f"skipped {store.task_dir(TASK_ID) / earlier}.jsonl.gz" in capsys.readouterr().err
