@@ -49,5 +49,6 @@ def test_the_daemon_creates_every_level_private_under_umask_022(tmp_path: Path, 
                home / "metrics" / "task-p"]
     assert {str(p.relative_to(tmp_path)): oct(mode(p)) for p in created} == {
         str(p.relative_to(tmp_path)): "0o700" for p in created}
-    files = [*(home / "metrics" / "task-p").glob("*.jsonl"), home / "metrics" / ".collector" / "stream-cursor.json"]
+    metrics = home / "metrics"
+    files = [*(metrics / "task-p").glob("*.jsonl"), metrics / ".collector" / "stream-cursor.json"]
     assert len(files) == 2 and all(mode(f) == 0o600 for f in files), [(f, oct(mode(f))) for f in files]
