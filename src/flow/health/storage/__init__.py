@@ -9,7 +9,8 @@ summary = MetricsAggregator(store).get_task_summary("task-abc123", hours=24)
 Modules: `layout` (paths, task ids as path parts), `locking` (private directories, the
 per-task flock), `lines` (a day's stream: plain and gzip, offsets, damage), `reader` (window
 reads), `store` (MetricsStore), `compact` (compressing and deleting one day), `maintenance`
-(cleanup and stats passes), `stream` (the resumable position), `results` (CleanupResult,
+(cleanup and stats passes), `stream` (the resumable position), `cursors` (the stream
+cursors every deleter honours), `results` (CleanupResult,
 StoreStats), `sample` and `summary` (pure summaries), `aggregator` (MetricsAggregator).
 See docs/storage.md.
 """
