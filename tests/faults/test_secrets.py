@@ -87,6 +87,12 @@ def _lines(n: int = 1) -> list[bytes]:
     return [s.to_json() for s in _snaps(n)]
 
 
+def _debug(caplog: pytest.LogCaptureFixture) -> None:
+    """Capture everything at DEBUG, httpx's loggers too (`flow health collect` quiets them)."""
+    for name in (None, "httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
+
+
 def _logged(caplog: pytest.LogCaptureFixture) -> str:
     """Every record of this process but the receiver's own (aiohttp's access log is the server's)."""
     return "\n".join(f"{r.name} {r.levelname} {r.getMessage()} {r.exc_text or ''}"
@@ -267,7 +273,7 @@ def test_install_token_file_is_checked_the_same_way(
 def test_token_file_turning_bad_warns_by_name_and_keeps_the_good_token(
     tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    _debug(caplog)
     path = _token_file(tmp_path, f"{MARK}good".encode())
     receiver.token = f"{MARK}good"
     tokens = TokenSource(path=path)
@@ -288,7 +294,7 @@ def test_token_file_turning_bad_warns_by_name_and_keeps_the_good_token(
 def test_no_good_token_holds_the_batch_and_sends_nothing(
     tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    _debug(caplog)
     path = _token_file(tmp_path, f"{MARK}tök".encode())
     error = _send_endpoint(EndpointSink(receiver.url, tokens=TokenSource(path=path)))
     assert error is not None and error.retryable
@@ -305,7 +311,7 @@ def test_datadog_key_httpx_refuses_never_reaches_an_error_or_a_log(
     key: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Settings built by hand skip the load-time check: the send path must not leak either."""
-    caplog.set_level(logging.DEBUG)
+    _debug(caplog)
     settings_ = DatadogSettings(name="datadog", type="datadog", endpoint=f"http://127.0.0.1:{receiver.port}",
                                 api_key=key)
     error = _send_sink(DatadogSink(settings_))
@@ -424,7 +430,7 @@ def test_redact_url(url: str, shown: str) -> None:
 def test_httpx_request_logs_never_hold_url_credentials(
     receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    _debug(caplog)
     url = f"http://flowuser:{MARK}pw@127.0.0.1:{receiver.port}/ingest?api_key={MARK}K"
     assert _send_endpoint(EndpointSink(url)) is None
     logged = _logged(caplog)
@@ -443,7 +449,7 @@ _SETTINGS = settings(max_examples=40, deadline=None,
 def test_any_environment_token_is_refused_cleanly_or_never_shown(
     secret: str, receiver: Receiver, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    _debug(caplog)
     caplog.clear()
     with mock.patch.dict(os.environ, {"FLOW_METRICS_AUTH_TOKEN": secret}):
         code, out = _flow(capsys, "config", "show")
@@ -466,7 +472,7 @@ def test_any_token_file_is_refused_cleanly_or_never_logged(
     secret: str, tmp_path_factory: pytest.TempPathFactory, receiver: Receiver,
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    _debug(caplog)
     caplog.clear()
     path = _token_file(tmp_path_factory.mktemp("tok"), secret.encode())
     with mock.patch.dict(os.environ, {"FLOW_METRICS_AUTH_TOKEN_FILE": str(path)}):
@@ -490,7 +496,7 @@ def test_any_token_file_is_refused_cleanly_or_never_logged(
 def test_any_datadog_key_is_refused_cleanly_or_never_logged(
     key: str, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    _debug(caplog)
     caplog.clear()
     receiver.answer(403, body='{"errors": ["Forbidden"]}')
     try:
@@ -515,7 +521,7 @@ def test_any_url_credentials_are_never_printed_or_logged(
     password: str, key: str, inventory: None, receiver: Receiver,
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.DEBUG)
+    _debug(caplog)
     caplog.clear()
     creds = f"flowuser:{quote(password, safe='')}@"
     query = f"?api_key={quote(key, safe='')}"
