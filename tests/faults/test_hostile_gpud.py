@@ -240,3 +240,39 @@ def test_an_ssh_servers_refusal_reason_is_cleaned() -> None:
     for error in (refused, hung_up):
         for bad in FORBIDDEN:
             assert bad not in f"{error.message} {error.hint or ''}", (bad, error.message)
+
+
+def test_an_sftp_servers_error_reason_is_cleaned(tmp_path: Path) -> None:
+    """`flow logs` copies files over SFTP: the server's refusal is its text, cleaned."""
+    server_key = asyncssh.generate_private_key("ssh-ed25519")
+
+    class AnyClient(asyncssh.SSHServer):
+        def begin_auth(self, username: str) -> bool:
+            return False
+
+    class Refusing(asyncssh.SFTPServer):
+        def stat(self, path: bytes) -> asyncssh.SFTPAttrs:
+            raise asyncssh.SFTPPermissionDenied(f"denied {CONTROL_TEXT}")
+
+        lstat = stat
+
+    async def go() -> SSHError:
+        server = await asyncssh.listen("127.0.0.1", 0, server_host_keys=[server_key],
+                                       server_factory=AnyClient, sftp_factory=Refusing)
+        port = server.sockets[0].getsockname()[1]
+        options = SSHOptions(host_key_policy="off", user_known_hosts_files=(), ssh_config_files=(),
+                             connect_timeout_s=5.0)
+        try:
+            params = SSHParams(host="127.0.0.1", port=port, user="demo", use_agent=False)
+            async with await connect(params, options) as conn:
+                with pytest.raises(SSHError) as failed:
+                    await conn.download("/var/log", ["gpud.log"], tmp_path)
+                return failed.value
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    error = asyncio.run(go())
+    assert "denied red  evil end" in error.message, error.message
+    for bad in FORBIDDEN:
+        assert bad not in error.message, (bad, error.message)

@@ -30,6 +30,7 @@ from flow.ssh.errors import (
 from flow.ssh.jump import jump_chain
 from flow.ssh.known_hosts import HostKeyCheck, KnownHostsStore
 from flow.ssh.params import CommandResult, SSHOptions, SSHParams
+from flow.text import clean_text
 
 __all__ = [
     "HOP_ATTEMPTS",
@@ -136,7 +137,7 @@ class SSHConnection:
         if self._conn.is_closed() and not isinstance(exc, SSHError):
             # asyncssh reports a channel on a dead connection as a channel-open failure.
             return SSHError(
-                f"{self.label}: the connection is closed ({exc}); {what} did not run",
+                f"{self.label}: the connection is closed ({clean_text(str(exc))}); {what} did not run",
                 host=self.params.host,
                 kind="closed",
             )
@@ -221,7 +222,7 @@ class SSHConnection:
             if self._conn.is_closed():
                 raise self._error(exc, f"download from {remote_dir}") from exc
             raise SSHError(
-                f"{self.label}: the node's SFTP subsystem did not start ({exc})",
+                f"{self.label}: the node's SFTP subsystem did not start ({clean_text(str(exc))})",
                 host=self.params.host,
                 kind="error",
                 hint="enable it in the node's sshd_config: Subsystem sftp internal-sftp",
@@ -238,7 +239,7 @@ class SSHConnection:
                 copied += 1
         except asyncssh.SFTPError as exc:
             raise SSHError(
-                f"{self.label}: cannot copy from {remote_dir}: {exc.reason}",
+                f"{self.label}: cannot copy from {remote_dir}: {clean_text(str(exc.reason))}",
                 host=self.params.host,
                 kind="error",
             ) from exc
