@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,3 +189,12 @@ def test_second_daemon_on_the_same_store_is_refused(tmp_path: Path, gpud: Gpud) 
     with pytest.raises(Exception, match="another collector"):
         second.stop()
     first.stop()
+
+
+def test_the_daemon_imports_no_sink_it_does_not_use() -> None:
+    """The daemon's RSS goal (docs/collector.md) has room for httpx, not for aiohttp and every
+    sink: an import of the sinks package from the streaming path cost 12 MB."""
+    code = ("import sys, flow.cli.collect_cmd, flow.health.collector, flow.health.streaming.endpoint; "
+            "print(sorted(m for m in ('aiohttp', 'flow.health.sinks', 'boto3') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

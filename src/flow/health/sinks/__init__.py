@@ -6,7 +6,6 @@ prometheus.py   prometheus_client Collector, the fleet exporter, /metrics server
 exposition.py   a fast text/OpenMetrics writer for the exporter's large bodies
 pushgateway.py  datadog.py  cloudwatch.py  otlp.py   the sinks (Sink protocol in base.py)
 http.py  batching.py   sending requests in order; splitting batches within size limits
-deadline.py     one request and its whole answer within a total deadline (slow drips)
 settings.py     validation of health.sinks in config.yaml; factory.py builds the sinks
 grafana.py      the dashboard JSON model
 ```

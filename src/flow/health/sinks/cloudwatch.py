@@ -33,10 +33,10 @@ import orjson
 
 from flow.errors import ConfigError
 from flow.health.sinks.base import EncodedRequest, SinkError, is_retryable_status
-from flow.health.sinks.deadline import MAX_ANSWER_BYTES
 from flow.health.sinks.settings import CloudWatchSettings
 from flow.health.sinks.vocabulary import MetricType, snapshot_families
 from flow.health.snapshot import Snapshot, utcnow
+from flow.http_deadline import MAX_ANSWER_BYTES
 from flow.secrets import redact_url, scrub, url_secrets
 
 __all__ = ["MAX_DATUMS_PER_CALL", "MAX_DIMENSIONS", "CloudWatchSink", "cloudwatch_datums", "require_boto3"]

@@ -19,7 +19,7 @@ from flow.health.sinks.base import (
     error_from_transport,
     is_retryable_status,
 )
-from flow.health.sinks.deadline import request_within
+from flow.http_deadline import request_within
 from flow.secrets import redact_http_logs
 
 __all__ = ["USER_AGENT", "HttpSender", "gzip_body"]

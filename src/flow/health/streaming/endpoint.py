@@ -23,10 +23,10 @@ import httpx
 
 from flow import __version__
 from flow.errors import ConfigError
-from flow.health.sinks.deadline import request_within
 from flow.health.streaming.backoff import parse_retry_after
 from flow.health.streaming.payload import encode_lines
 from flow.health.streaming.sink import DeliveryError
+from flow.http_deadline import request_within
 from flow.secrets import read_secret_file, redact_http_logs, scrub, validate_token
 
 __all__ = ["DEFAULT_SEND_TIMEOUT_S", "EndpointSink", "TokenSource", "redact_url"]
