@@ -4,12 +4,20 @@ One loader, `load_config()`, reads the file and the environment; everything else
 `Config`. Every value is validated where it is read, and a bad one raises `ConfigError` naming
 the variable or key, the value (`!r`) and what is allowed. An empty environment variable counts
 as unset, so `FLOW_METRICS_ENDPOINT=` in a unit file means "no endpoint".
+
+Every number has a finite `NumberRange`: NaN and infinities are refused where they are read, so
+that no later `timedelta()`, `asyncio.sleep()` or httpx timeout meets one (an infinite backoff
+never retries; a NaN watch interval spins). The YAML files flow reads must be regular files
+(opened without blocking, so a FIFO cannot hang a command), at most `MAX_CONFIG_BYTES`, UTF-8,
+and nested less deeply than the parser's recursion allows.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -19,19 +27,28 @@ from urllib.parse import urlsplit
 import yaml
 
 from flow import grammar
-from flow.errors import ConfigError
+from flow.errors import ConfigError, FlowError
 from flow.secrets import read_secret_file, redact_url, validate_token
 
 __all__ = [
+    "BATCH_SIZE_RANGE",
+    "COMPRESS_AFTER_DAYS_RANGE",
     "DEFAULT_HOME",
     "DEFAULT_PENALTIES",
     "ENV_VARS",
+    "MAX_CONFIG_BYTES",
+    "METRICS_INTERVAL_RANGE",
+    "PORT_RANGE",
+    "RETENTION_DAYS_RANGE",
+    "SSH_CONNECT_TIMEOUT_RANGE",
     "Config",
     "HealthSettings",
+    "NumberRange",
     "Thresholds",
     "is_loopback_host",
     "load_config",
     "parse_bool",
+    "read_regular_file",
     "validate_endpoint",
 ]
 
@@ -73,6 +90,94 @@ DEFAULT_PENALTIES: Mapping[str, int] = {
     "component_unreadable": 5,
 }
 
+#: The most config.yaml may hold; a settings file is a few hundred bytes.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """The finite range a number read from outside (env, file, option) must fall in.
+
+    `low_open` makes the low end exclusive (`hours > 0`); `integer` refuses fractions.
+    """
+
+    low: float
+    high: float
+    unit: str = ""
+    integer: bool = False
+    low_open: bool = False
+
+    def describe(self) -> str:
+        """What is allowed, as the tail of an error message: `1-3650 days (a whole number)`."""
+        unit = f" {self.unit}" if self.unit else ""
+        if self.integer:
+            return f"{self.low:g}-{self.high:g}{unit} (a whole number)"
+        if self.low_open:
+            return f"more than {self.low:g} and at most {self.high:g}{unit}"
+        return f"{self.low:g}-{self.high:g}{unit}"
+
+    def contains(self, number: float) -> bool:
+        # NaN fails every comparison, so it is outside every range.
+        above = number > self.low if self.low_open else number >= self.low
+        return above and number <= self.high
+
+    def parse(self, value: object, *, name: str) -> float:
+        """`value` (a YAML number or a string) as a float in range, else `ConfigError` naming `name`."""
+        if self.integer:
+            return float(self.parse_int(value, name=name))
+        number: float
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or not _ascii(value):
+            raise self._error(name, value, "is not a number")
+        try:
+            number = float(value.strip()) if isinstance(value, str) else float(value)
+        except ValueError:
+            raise self._error(name, value, "is not a number") from None
+        except OverflowError:
+            # A YAML integer too large for a float (10**400).
+            raise self._error(name, value, "is out of range") from None
+        if not math.isfinite(number):
+            raise self._error(name, value, "is not a finite number")
+        if not self.contains(number):
+            raise self._error(name, value, "is out of range")
+        return number
+
+    def parse_int(self, value: object, *, name: str) -> int:
+        """`value` as a whole number in range, else `ConfigError` naming `name`."""
+        number: int
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not _ascii(value):
+            raise self._error(name, value, "is not a whole number")
+        try:
+            # int() of a string over 4,300 digits raises ValueError too: not a whole number.
+            number = int(value.strip()) if isinstance(value, str) else value
+        except ValueError:
+            raise self._error(name, value, "is not a whole number") from None
+        if not self.contains(number):
+            raise self._error(name, value, "is out of range")
+        return number
+
+    def _error(self, name: str, value: object, problem: str) -> ConfigError:
+        return ConfigError(f"{name}={_shown(value)} {problem}; allowed: {self.describe()}")
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """`repr(value)`, cut short: a 400-digit number or a 5,000-deep list would bury the message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 8]}... ({len(text)} characters)"
+
+
+def _ascii(value: object) -> bool:
+    # int() and float() also read other scripts' digits ("٣" is 3): a value that reads one way
+    # to flow and another to every shell script or human looking at it is refused.
+    return not isinstance(value, str) or value.isascii()
+
+
+PORT_RANGE = NumberRange(1, 65535, integer=True)
+METRICS_INTERVAL_RANGE = NumberRange(0.05, 86400, "seconds")
+BATCH_SIZE_RANGE = NumberRange(1, 10000, "snapshots", integer=True)
+RETENTION_DAYS_RANGE = NumberRange(1, 3650, "days", integer=True)
+COMPRESS_AFTER_DAYS_RANGE = NumberRange(1, 3650, "days", integer=True)
+SSH_CONNECT_TIMEOUT_RANGE = NumberRange(0.1, 3600, "seconds")
+
 _BOOL_TRUE = frozenset({"1", "true", "yes", "on", "y", "t", "enable", "enabled"})
 _BOOL_FALSE = frozenset({"0", "false", "no", "off", "n", "f", "disable", "disabled"})
 
@@ -93,9 +198,14 @@ def parse_bool(value: object, *, name: str) -> bool:
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for `localhost`, 127.0.0.0/8 and ::1."""
+    """True for `localhost`, 127.0.0.0/8 and ::1 written as literals, and nothing else.
+
+    Names under `.localhost` are not loopback here: RFC 6761 only asks resolvers to treat them
+    so, and one a resolver sends on to DNS may point anywhere, taking a bearer token over plain
+    http with it. `localhost` itself is kept (every resolver answers it from /etc/hosts).
+    """
     host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -131,35 +241,18 @@ def validate_endpoint(value: str, *, name: str) -> str:
     return value
 
 
-def _positive_int(value: object, *, name: str, maximum: int | None = None) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r} is not a whole number; allowed: an integer >= 1")
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        raise ConfigError(
-            f"{name}={value!r} is not a whole number; allowed: an integer >= 1"
-        ) from None
-    if number < 1 or (maximum is not None and number > maximum):
-        allowed = f"1-{maximum}" if maximum is not None else "an integer >= 1"
-        raise ConfigError(f"{name}={value!r} is out of range; allowed: {allowed}")
-    return number
+def _number(limits: NumberRange) -> Callable[..., float]:
+    def check(value: object, *, name: str) -> float:
+        return limits.parse(value, name=name)
+
+    return check
 
 
-def _positive_float(value: object, *, name: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r} is not a number; allowed: seconds > 0")
-    try:
-        number = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"{name}={value!r} is not a number; allowed: seconds > 0") from None
-    if not number > 0 or number == float("inf"):
-        raise ConfigError(f"{name}={value!r} is out of range; allowed: seconds > 0")
-    return number
+def _whole(limits: NumberRange) -> Callable[..., int]:
+    def check(value: object, *, name: str) -> int:
+        return limits.parse_int(value, name=name)
 
-
-def _port(value: object, *, name: str) -> int:
-    return _positive_int(value, name=name, maximum=65535)
+    return check
 
 
 def _gpud_version(value: object, *, name: str) -> str:
@@ -251,7 +344,7 @@ class Thresholds:
         if raw is None:
             return cls()
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"health.thresholds={raw!r} is not a mapping of threshold: value")
+            raise ConfigError(f"health.thresholds={_shown(raw)} is not a mapping of threshold: value")
         allowed = {f.name for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():
@@ -311,18 +404,18 @@ class _Setting:
 _SETTINGS: tuple[_Setting, ...] = (
     _Setting("enabled", "FLOW_HEALTH_MONITORING", _bool),
     _Setting("gpud_version", "FLOW_GPUD_VERSION", _gpud_version),
-    _Setting("gpud_port", "FLOW_GPUD_PORT", _port),
+    _Setting("gpud_port", "FLOW_GPUD_PORT", _whole(PORT_RANGE)),
     _Setting("gpud_bind", "FLOW_GPUD_BIND", _gpud_bind),
     _Setting("metrics_endpoint", "FLOW_METRICS_ENDPOINT", _endpoint),
-    _Setting("metrics_interval", "FLOW_METRICS_INTERVAL", _positive_float),
-    _Setting("metrics_batch_size", "FLOW_METRICS_BATCH_SIZE", _positive_int),
-    _Setting("retention_days", "FLOW_METRICS_RETENTION_DAYS", _positive_int),
-    _Setting("compress_after_days", "FLOW_METRICS_COMPRESS_AFTER_DAYS", _positive_int),
+    _Setting("metrics_interval", "FLOW_METRICS_INTERVAL", _number(METRICS_INTERVAL_RANGE)),
+    _Setting("metrics_batch_size", "FLOW_METRICS_BATCH_SIZE", _whole(BATCH_SIZE_RANGE)),
+    _Setting("retention_days", "FLOW_METRICS_RETENTION_DAYS", _whole(RETENTION_DAYS_RANGE)),
+    _Setting("compress_after_days", "FLOW_METRICS_COMPRESS_AFTER_DAYS", _whole(COMPRESS_AFTER_DAYS_RANGE)),
     _Setting("metrics_auth_token_file", "FLOW_METRICS_AUTH_TOKEN_FILE", _path),
     _Setting("metrics_gzip", "FLOW_METRICS_GZIP", _bool),
     _Setting("fail_on", "FLOW_FAIL_ON", _choice(FAIL_ON_CHOICES)),
     _Setting("ssh_host_key_policy", "FLOW_SSH_HOST_KEY_POLICY", _choice(HOST_KEY_POLICIES)),
-    _Setting("ssh_connect_timeout", "FLOW_SSH_CONNECT_TIMEOUT", _positive_float),
+    _Setting("ssh_connect_timeout", "FLOW_SSH_CONNECT_TIMEOUT", _number(SSH_CONNECT_TIMEOUT_RANGE)),
     _Setting("metrics_dir", "FLOW_METRICS_DIR", _path),
     _Setting("node_metrics_dir", "FLOW_NODE_METRICS_DIR", _remote_path),
 )
@@ -390,13 +483,73 @@ class Config:
         return rows
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_regular_file(
+    path: Path, *, max_bytes: int, error: Callable[..., FlowError] = ConfigError
+) -> str | None:
+    """The UTF-8 text of `path`, or None when it does not exist.
+
+    The file is opened with O_NONBLOCK and checked with fstat before anything is read, so a
+    FIFO, a device or a directory is refused at once instead of blocking or streaming forever.
+
+    Raises:
+        `error` (with `path=`): not a regular file, unreadable, over `max_bytes`, or not UTF-8;
+        the message names the file and what is allowed.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, flags)
     except FileNotFoundError:
-        return {}
+        return None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}", path=path) from None
+        raise error(f"{path}: cannot read: {exc.strerror}", path=path) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(
+                f"{path} is {_file_kind(mode)}, not a regular file; allowed: a regular file",
+                path=path,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}", path=path) from None
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise error(
+            f"{path} is larger than {max_bytes} bytes; allowed: a file of at most {max_bytes} bytes",
+            path=path,
+        )
+    data = b"".join(chunks)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise error(
+            f"{path} line {line}: byte 0x{data[exc.start]:02x} is not UTF-8; allowed: UTF-8 text",
+            path=path,
+        ) from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    text = read_regular_file(path, max_bytes=MAX_CONFIG_BYTES)
+    if text is None:
+        return {}
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -404,6 +557,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}{where}: malformed YAML: {problem}", path=path) from None
+    except RecursionError:
+        # PyYAML's pure-Python composer recurses once per level: `[[[[...]]]]` 5,000 deep.
+        raise ConfigError(
+            f"{path}: YAML nested too deeply; allowed: a mapping a few levels deep", path=path
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -412,7 +570,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if health is None:
         return {}
     if not isinstance(health, dict):
-        raise ConfigError(f"{path}: 'health' must be a mapping, not {health!r}", path=path)
+        raise ConfigError(f"{path}: 'health' must be a mapping, not {_shown(health)}", path=path)
     return health
 
 
@@ -489,7 +647,7 @@ def load_config(
 
     sinks = file_values.get("sinks") or {}
     if not isinstance(sinks, Mapping):
-        raise ConfigError(f"{path}: health.sinks={sinks!r} is not a mapping", path=path)
+        raise ConfigError(f"{path}: health.sinks={_shown(sinks)} is not a mapping", path=path)
 
     return Config(
         home=home,

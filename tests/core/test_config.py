@@ -107,6 +107,7 @@ def test_empty_variable_counts_as_unset(flow_home: Path) -> None:
 
 @pytest.mark.parametrize("endpoint", [
     "http://127.0.0.1:8080/ingest", "http://localhost/x", "http://[::1]:9/x", "https://example.com/x",
+    "https://metrics.localhost/x",
 ])
 def test_allowed_endpoints(flow_home: Path, endpoint: str) -> None:
     env = {"FLOW_HOME": str(flow_home), "FLOW_METRICS_ENDPOINT": endpoint}
@@ -122,15 +123,20 @@ BAD_ENV = [
     ("FLOW_GPUD_BIND", "0.0.0.0", "allowed: a loopback address"),
     ("FLOW_GPUD_BIND", "gpu-node", "is not an IP address"),
     ("FLOW_METRICS_ENDPOINT", "http://metrics.example.com/x", "allowed: https://"),
+    ("FLOW_METRICS_ENDPOINT", "http://metrics.localhost/x", "allowed: https://"),
     ("FLOW_METRICS_ENDPOINT", "metrics.example.com", "is not a URL"),
     ("FLOW_METRICS_ENDPOINT", "ftp://127.0.0.1/x", "is not a URL"),
-    ("FLOW_METRICS_INTERVAL", "0", "allowed: seconds > 0"),
-    ("FLOW_METRICS_INTERVAL", "-5", "allowed: seconds > 0"),
+    ("FLOW_METRICS_INTERVAL", "0", "allowed: 0.05-86400 seconds"),
+    ("FLOW_METRICS_INTERVAL", "-5", "allowed: 0.05-86400 seconds"),
     ("FLOW_METRICS_INTERVAL", "soon", "is not a number"),
-    ("FLOW_METRICS_BATCH_SIZE", "0", "allowed: an integer >= 1"),
+    ("FLOW_METRICS_INTERVAL", "nan", "is not a finite number"),
+    ("FLOW_METRICS_INTERVAL", "1e308", "is out of range; allowed: 0.05-86400 seconds"),
+    ("FLOW_METRICS_BATCH_SIZE", "0", "allowed: 1-10000 snapshots (a whole number)"),
     ("FLOW_METRICS_BATCH_SIZE", "2.5", "not a whole number"),
-    ("FLOW_METRICS_RETENTION_DAYS", "-1", "allowed: an integer >= 1"),
+    ("FLOW_METRICS_RETENTION_DAYS", "-1", "allowed: 1-3650 days (a whole number)"),
+    ("FLOW_METRICS_RETENTION_DAYS", "3651", "allowed: 1-3650 days (a whole number)"),
     ("FLOW_METRICS_COMPRESS_AFTER_DAYS", "zero", "not a whole number"),
+    ("FLOW_SSH_CONNECT_TIMEOUT", "inf", "allowed: 0.1-3600 seconds"),
 ]
 
 
@@ -160,8 +166,10 @@ BAD_FILE = [
     ("gpud_port: 70000", "health.gpud_port=70000", "1-65535"),
     ("enabled: sometimes", "health.enabled='sometimes'", "true/false"),
     ("metrics_endpoint: http://10.0.0.1/x", "health.metrics_endpoint", "https://"),
-    ("metrics_batch_size: -3", "health.metrics_batch_size=-3", ">= 1"),
-    ("retention_days: 0", "health.retention_days=0", ">= 1"),
+    ("metrics_batch_size: -3", "health.metrics_batch_size=-3", "1-10000"),
+    ("retention_days: 0", "health.retention_days=0", "1-3650 days"),
+    ("metrics_interval: .inf", "health.metrics_interval=inf", "0.05-86400 seconds"),
+    ("ssh_connect_timeout: .nan", "health.ssh_connect_timeout=nan", "0.1-3600 seconds"),
     ("compress_after_days: true", "health.compress_after_days=True", "whole number"),
     ("gpud_prot: 1", "health.gpud_prot is not a known setting", "allowed: "),
     ("metrics_auth_token: abc", "health.metrics_auth_token is not read from config.yaml",
@@ -278,7 +286,8 @@ def test_subprocess_bad_env_exits_2_with_one_line(flow_home: Path) -> None:
     proc = run_flow("config", "show", env={"FLOW_HOME": str(flow_home), "FLOW_METRICS_BATCH_SIZE": "lots"})
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "ERROR: FLOW_METRICS_BATCH_SIZE='lots' is not a whole number; allowed: an integer >= 1"
+        "ERROR: FLOW_METRICS_BATCH_SIZE='lots' is not a whole number; "
+        "allowed: 1-10000 snapshots (a whole number)"
     )
 
 

@@ -30,13 +30,15 @@ from typing import Any
 
 import yaml
 
-from flow.config import Config
+from flow.config import Config, read_regular_file
 from flow.errors import InventoryError
 from flow.fleet.model import ID_PREFIX, FieldError, Task
 
-__all__ = ["FORMAT_VERSION", "Inventory"]
+__all__ = ["FORMAT_VERSION", "MAX_INVENTORY_BYTES", "Inventory"]
 
 FORMAT_VERSION = 1
+#: The most tasks.yaml may hold: about 50,000 tasks of one node each.
+MAX_INVENTORY_BYTES = 16 * 1024 * 1024
 _HEADER = (
     "# flow task inventory: written by `flow tasks`, safe to edit by hand (see docs/inventory.md).\n"
 )
@@ -139,12 +141,9 @@ class Inventory:
         Raises:
             InventoryError: unreadable or malformed file, bad field, duplicate id or name.
         """
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        text = read_regular_file(path, max_bytes=MAX_INVENTORY_BYTES, error=InventoryError)
+        if text is None:
             return cls(path)
-        except OSError as exc:
-            raise InventoryError(f"{path}: cannot read: {exc.strerror}", path=path) from None
         return cls(path, cls._parse(text, path))
 
     @staticmethod
@@ -156,6 +155,12 @@ class Inventory:
             where = f" line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise InventoryError(f"{path}{where}: malformed YAML: {problem}", path=path) from None
+        except RecursionError:
+            # The constructors recurse once per level; libyaml stops at 1,000 levels, PyYAML's
+            # pure-Python parser (where libyaml is missing) does not stop at all.
+            raise InventoryError(
+                f"{path}: YAML nested too deeply; allowed: tasks a few levels deep", path=path
+            ) from None
         if data is None:
             return []
         if not isinstance(data, dict):
