@@ -73,9 +73,10 @@ def test_settings_come_from_the_environment(
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--retention-days", "0"], "Invalid value for '--retention-days': 0 is not in the range x>=1"),
+    (["--retention-days", "0"], "Invalid value for '--retention-days': '0' is out of range; allowed: 1-3650"),
+    (["--retention-days", "1000000000"], "'1000000000' is out of range; allowed: 1-3650 days"),
     (["--compress-after-days", "-1"], "Invalid value for '--compress-after-days'"),
-    (["--retention-days", "seven"], "'seven' is not a valid integer"),
+    (["--retention-days", "seven"], "'seven' is not a whole number"),
 ])
 def test_bad_options_exit_2_naming_the_option(args: list[str], message: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,8 @@ import click
 import orjson
 
 from flow.cli.common import get_config, run_cli, stop_on_signals
-from flow.config import Config
+from flow.cli.numbers import BACKOFF_MAX_RANGE, BACKOFF_MIN_RANGE, SEND_TIMEOUT_RANGE, Bounded
+from flow.config import METRICS_INTERVAL_RANGE, Config
 from flow.health.collector import Collector, CollectorSettings
 from flow.health.streaming.sink import BatchSink
 
@@ -79,33 +80,27 @@ def tune_malloc() -> None:
     mallopt(_M_ARENA_MAX, 2)
 
 
-def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not value > 0:
-        raise click.BadParameter(f"{value!r} is not allowed; allowed: a number of seconds > 0")
-    return value
-
-
 @click.command("collect")
 @click.option("--once", is_flag=True, help="Take one sample, print it as JSON on stdout and exit.")
 @click.option("--task-id", envvar="FLOW_TASK_ID",
               help="Task id of this node [env FLOW_TASK_ID; default: the hostname].")
 @click.option("--task-name", envvar="FLOW_TASK_NAME", help="Task name [env FLOW_TASK_NAME].")
 @click.option("--instance-type", envvar="FLOW_INSTANCE_TYPE", help="Instance type [env FLOW_INSTANCE_TYPE].")
-@click.option("--interval", type=float, callback=_positive, metavar="SECONDS",
-              help="Seconds between samples [default: FLOW_METRICS_INTERVAL, 60].")
+@click.option("--interval", type=Bounded(METRICS_INTERVAL_RANGE), metavar="SECONDS",
+              help="Seconds between samples, 0.05-86400 [default: FLOW_METRICS_INTERVAL, 60].")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
               help="Least severe log lines written to stderr.")
 @click.option("--prometheus-listen", metavar="HOST:PORT",
               help="Also serve this node's latest snapshot at http://HOST:PORT/metrics.")
-@click.option("--backoff-min", type=float, callback=_positive, envvar="FLOW_METRICS_BACKOFF_MIN",
+@click.option("--backoff-min", type=Bounded(BACKOFF_MIN_RANGE), envvar="FLOW_METRICS_BACKOFF_MIN",
               metavar="SECONDS",
-              help="First retry ceiling after a failed send [env FLOW_METRICS_BACKOFF_MIN; 1].")
-@click.option("--backoff-max", type=float, callback=_positive, envvar="FLOW_METRICS_BACKOFF_MAX",
+              help="First retry ceiling after a failed send, 0.01-3600 [env FLOW_METRICS_BACKOFF_MIN; 1].")
+@click.option("--backoff-max", type=Bounded(BACKOFF_MAX_RANGE), envvar="FLOW_METRICS_BACKOFF_MAX",
               metavar="SECONDS",
-              help="Longest wait between sends [env FLOW_METRICS_BACKOFF_MAX; 300].")
-@click.option("--send-timeout", type=float, callback=_positive, envvar="FLOW_METRICS_SEND_TIMEOUT",
+              help="Longest wait between sends, 0.01-86400 [env FLOW_METRICS_BACKOFF_MAX; 300].")
+@click.option("--send-timeout", type=Bounded(SEND_TIMEOUT_RANGE), envvar="FLOW_METRICS_SEND_TIMEOUT",
               metavar="SECONDS",
-              help="Limit for one POST to the endpoint [env FLOW_METRICS_SEND_TIMEOUT; 10].")
+              help="Limit for one POST to the endpoint, 0.1-3600 [env FLOW_METRICS_SEND_TIMEOUT; 10].")
 @click.option("--no-nvml", is_flag=True, help="Never read GPUs through NVML when GPUd is unreachable.")
 @click.option("--no-store", is_flag=True, help="With --once: print the sample without storing it.")
 def collect(

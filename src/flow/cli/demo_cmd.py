@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.rule import Rule
 
 from flow.cli.common import EXIT_OK, print_json
+from flow.cli.numbers import DEMO_TIMEOUT_RANGE, Bounded
 from flow.config import load_config
 from flow.health.checker import Checker, SweepOptions, SweepResult, targets_for
 from flow.health.demo import DemoFleet
@@ -27,8 +28,8 @@ __all__ = ["demo"]
 @click.command("demo")
 @click.option("--nodes", type=click.IntRange(1, 2000), default=None,
               help="Simulated nodes (default: one per scenario, 17). Past 17 the rest are healthy.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.5), default=5.0, show_default=True,
-              help="Deadline per node, s (the gpud-slow node answers after 30 s, so it hits this).")
+@click.option("--timeout", "timeout_s", type=Bounded(DEMO_TIMEOUT_RANGE), default=5.0, show_default=True,
+              help="Deadline per node, 0.5-3600 s (the gpud-slow node answers after 30 s, so it hits this).")
 @click.option("--json", "as_json", is_flag=True, help="Print the sweep as JSON instead of tables.")
 @click.option("--keep", is_flag=True,
               help="Keep the fleet running after the sweep (until Ctrl-C) to try other commands on it.")

@@ -12,6 +12,7 @@ import click
 
 from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config, print_json, raise_open_file_limit
 from flow.cli.lazy import LazyGroup
+from flow.cli.numbers import HISTORY_HOURS_RANGE, NODE_TIMEOUT_RANGE, SWEEP_INTERVAL_RANGE, Bounded
 from flow.config import FAIL_ON_CHOICES, Config
 from flow.errors import ConfigError
 from flow.health.snapshot import HealthStatus, Snapshot
@@ -133,18 +134,19 @@ def _store(config: Config, snapshots: Sequence[Snapshot]) -> None:
 @click.option("--gpu", "gpu", is_flag=True, help="Sweep every GPU task in the fleet.")
 @click.option("--all", "include_all", is_flag=True, help="With --gpu: include non-GPU tasks.")
 @click.option("--task", "task_ref", metavar="ID|NAME", help="One task, in depth.")
-@click.option("--history", "history_hours", type=float, metavar="HOURS",
-              help="With --task: the last HOURS of its history.")
+@click.option("--history", "history_hours", type=Bounded(HISTORY_HOURS_RANGE), metavar="HOURS",
+              help="With --task: the last HOURS of its history (at most 8760, a year).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (docs/json.md).")
 @click.option("--filter", "filter_text", metavar="TEXT",
               help="Only tasks whose id, name, instance type, label or host contains TEXT.")
-@click.option("--watch", "watch_s", type=float, metavar="SECONDS",
-              help="Re-sweep every SECONDS and show what changed (Ctrl-C stops).")
+@click.option("--watch", "watch_s", type=Bounded(SWEEP_INTERVAL_RANGE), metavar="SECONDS",
+              help="Re-sweep every SECONDS (0.05-86400) and show what changed (Ctrl-C stops).")
 @click.option("--fail-on", "fail_on", type=click.Choice(FAIL_ON_CHOICES),
               help="Exit 1 when the fleet has issues (critical/unknown) or warnings (anything "
                    "not healthy). Default: health.fail_on (never).")
-@click.option("--timeout", "timeout_s", type=float, default=DEFAULT_NODE_TIMEOUT_S, show_default=True,
-              help="Deadline per node in seconds (SSH, tunnel and GPUd together).")
+@click.option("--timeout", "timeout_s", type=Bounded(NODE_TIMEOUT_RANGE), default=DEFAULT_NODE_TIMEOUT_S,
+              show_default=True,
+              help="Deadline per node in seconds, 0.1-3600 (SSH, tunnel and GPUd together).")
 @click.option("--concurrency", type=int, default=DEFAULT_CONCURRENCY, show_default=True,
               help="Nodes checked at once.")
 @click.option("--workers", default="auto", show_default=True, callback=_workers_option,
@@ -174,17 +176,11 @@ def health(
     """
     if ctx.invoked_subcommand is not None:
         return
-    if timeout_s <= 0:
-        raise click.BadParameter(f"{timeout_s!r} is not allowed; allowed: seconds > 0",
-                                 param_hint="--timeout")
     if not 1 <= concurrency <= 10000:
         raise click.BadParameter(f"{concurrency!r} is not allowed; allowed: 1-10000",
                                  param_hint="--concurrency")
-    if watch_s is not None and watch_s <= 0:
-        raise click.BadParameter(f"{watch_s!r} is not allowed; allowed: seconds > 0",
-                                 param_hint="--watch")
-    if history_hours is not None and (task_ref is None or history_hours <= 0):
-        raise click.BadParameter("needs --task and a number of hours > 0", param_hint="--history")
+    if history_hours is not None and task_ref is None:
+        raise click.BadParameter("needs --task", param_hint="--history")
     if gpu and task_ref:
         raise click.UsageError("--gpu and --task are alternatives; give one")
     config = get_config(ctx)

@@ -15,7 +15,14 @@ import click
 import orjson
 
 from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config
-from flow.config import Config
+from flow.cli.numbers import INSTALL_TIMEOUT_RANGE, Bounded
+from flow.config import (
+    BATCH_SIZE_RANGE,
+    COMPRESS_AFTER_DAYS_RANGE,
+    METRICS_INTERVAL_RANGE,
+    RETENTION_DAYS_RANGE,
+    Config,
+)
 from flow.fleet import Inventory, Task, node_params
 from flow.health.install import (
     GpudSource,
@@ -49,14 +56,16 @@ def _install_options(func: _F) -> _F:
                      help="GPUd release tag to install, e.g. v0.5.1 [default: FLOW_GPUD_VERSION]."),
         click.option("--endpoint", metavar="URL",
                      help="Where the collector streams metrics [default: FLOW_METRICS_ENDPOINT]."),
-        click.option("--interval", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
-                     help="Sampling interval [default: FLOW_METRICS_INTERVAL]."),
-        click.option("--batch-size", type=click.IntRange(1), metavar="N",
-                     help="Snapshots per POST [default: FLOW_METRICS_BATCH_SIZE]."),
-        click.option("--retention-days", type=click.IntRange(1), metavar="DAYS",
-                     help="Days of metrics kept on the node [default: FLOW_METRICS_RETENTION_DAYS]."),
-        click.option("--compress-after-days", type=click.IntRange(1), metavar="DAYS",
-                     help="Days before stored files are gzipped "
+        # The node's collector reads these back through flow.config: the same ranges.
+        click.option("--interval", type=Bounded(METRICS_INTERVAL_RANGE), metavar="SECONDS",
+                     help="Sampling interval, 0.05-86400 [default: FLOW_METRICS_INTERVAL]."),
+        click.option("--batch-size", type=Bounded(BATCH_SIZE_RANGE), metavar="N",
+                     help="Snapshots per POST, 1-10000 [default: FLOW_METRICS_BATCH_SIZE]."),
+        click.option("--retention-days", type=Bounded(RETENTION_DAYS_RANGE), metavar="DAYS",
+                     help="Days of metrics kept on the node, 1-3650 "
+                          "[default: FLOW_METRICS_RETENTION_DAYS]."),
+        click.option("--compress-after-days", type=Bounded(COMPRESS_AFTER_DAYS_RANGE), metavar="DAYS",
+                     help="Days before stored files are gzipped, 1-3650 "
                           "[default: FLOW_METRICS_COMPRESS_AFTER_DAYS]."),
         click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
                      help="A 0600 file holding the endpoint's bearer token [default: "
@@ -254,8 +263,8 @@ def startup_script_cmd(**values: Any) -> None:
 @_target_options
 @_install_options
 @click.option("--dry-run", is_flag=True, help="Print the script for each task (token redacted); run nothing.")
-@click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=DEFAULT_TIMEOUT_S,
-              show_default=True, metavar="SECONDS", help="Deadline for each node's run.")
+@click.option("--timeout", "timeout_s", type=Bounded(INSTALL_TIMEOUT_RANGE), default=DEFAULT_TIMEOUT_S,
+              show_default=True, metavar="SECONDS", help="Deadline for each node's run, 1-3600.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-node results as JSON.")
 def install_cmd(task: str | None, all_tasks: bool, concurrency: int, dry_run: bool, timeout_s: float,
                 as_json: bool, **values: Any) -> None:

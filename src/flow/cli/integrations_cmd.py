@@ -13,6 +13,7 @@ import click
 import orjson
 
 from flow.cli.common import get_config, stop_on_signals
+from flow.cli.numbers import HISTORY_HOURS_RANGE, SWEEP_INTERVAL_RANGE, Bounded
 from flow.config import Config
 from flow.errors import ConfigError
 from flow.health.sinks.base import EncodedRequest, EncodingSink
@@ -121,8 +122,8 @@ class _LiveSweep:
 @click.command("serve")
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, callback=_check_listen,
               help="Address for /metrics: HOST:PORT, [IPv6]:PORT, or :PORT for all interfaces.")
-@click.option("--interval", type=float, default=30.0, show_default=True,
-              help="Seconds between fleet sweeps (> 0).")
+@click.option("--interval", type=Bounded(SWEEP_INTERVAL_RANGE), default=30.0, show_default=True,
+              help="Seconds between fleet sweeps, 0.05-86400.")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Serve the snapshots of a JSONL file (re-read every interval) instead of sweeping.")
 def serve(listen: tuple[str, int], interval: float, input_path: Path | None) -> None:
@@ -133,9 +134,6 @@ def serve(listen: tuple[str, int], interval: float, input_path: Path | None) -> 
     flow_sweep_duration_seconds, flow_sweep_success and flow_node_scrape_success.
     Runs until Ctrl-C or SIGTERM. Exit 2 on a bad option or an address it cannot bind.
     """
-    if not interval > 0 or interval == float("inf"):
-        raise click.BadParameter(f"{interval!r} is not a positive number of seconds",
-                                 param_hint="'--interval'")
     config = get_config()
     sweep: SweepFn
     if input_path is not None:
@@ -237,8 +235,8 @@ async def _sweep_once(sweep: SweepFn) -> list[Snapshot]:
               help="Snapshots from a JSONL file (- for stdin) instead of the live fleet.")
 @click.option("--from-store", is_flag=True, help="Snapshots from the local metrics store.")
 @click.option("--task", help="With --from-store: only this task.")
-@click.option("--hours", type=float, default=1.0, show_default=True,
-              help="With --from-store: the last H hours.")
+@click.option("--hours", type=Bounded(HISTORY_HOURS_RANGE), default=1.0, show_default=True,
+              help="With --from-store: the last H hours (at most 8760, a year).")
 @click.option("--sink", "sink_name",
               help="The health.sinks section to use (default: the first of that type).")
 def export(fmt: str, dry_run: bool, input_path: Path | None, from_store: bool, task: str | None, hours: float,
@@ -254,8 +252,6 @@ def export(fmt: str, dry_run: bool, input_path: Path | None, from_store: bool, t
         raise click.UsageError("--input and --from-store are exclusive: pick one source")
     if (task is not None) and not from_store:
         raise click.UsageError("--task goes with --from-store")
-    if not hours > 0:
-        raise click.BadParameter(f"{hours!r} is not a positive number of hours", param_hint="'--hours'")
     config = get_config()
     sink_type = FORMATS[fmt]
     settings = _settings_for(config, sink_type, sink_name, dry_run=dry_run) if sink_type else None

@@ -7,6 +7,7 @@ import asyncio
 import click
 
 from flow.cli.common import raise_open_file_limit, stop_on_signals
+from flow.cli.numbers import SIM_DELAY_RANGE, Bounded
 from flow.health.sim import (
     DEFAULT_GPU_COUNT,
     DEFAULT_GPU_MODEL,
@@ -56,9 +57,9 @@ def _check_model(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="GPUs per node (1-8).")
 @click.option("--model", "gpu_model", default=DEFAULT_GPU_MODEL, show_default=True, callback=_check_model,
               help=f"GPU model: {', '.join(GPU_MODELS)}.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for the simulated values (same seed, same readings).")
-@click.option("--slow-delay", "slow_delay_s", type=click.FloatRange(0, None), default=DEFAULT_SLOW_DELAY_S,
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Seed for the simulated values, 0-4294967295 (same seed, same readings).")
+@click.option("--slow-delay", "slow_delay_s", type=Bounded(SIM_DELAY_RANGE), default=DEFAULT_SLOW_DELAY_S,
               show_default=True, help="Seconds a gpud-slow node waits before answering.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--host-boot-id", is_flag=True,

@@ -9,6 +9,8 @@ import click
 import orjson
 
 from flow.cli.common import EXIT_PROBLEMS, get_config
+from flow.cli.numbers import CLEANUP_COMPRESS_AFTER_DAYS_RANGE, Bounded
+from flow.config import RETENTION_DAYS_RANGE
 from flow.health.storage import CleanupResult, MetricsStore, StoreStats
 
 __all__ = ["cleanup_cmd", "store_stats_cmd"]
@@ -59,10 +61,11 @@ def _echo_cleanup(result: CleanupResult, store: MetricsStore) -> None:
 
 @click.command("cleanup")
 @click.option("--dry-run", is_flag=True, help="Show what would be compressed and deleted; change nothing.")
-@click.option("--retention-days", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Delete day files whose day ended N days ago (default: health.retention_days).")
-@click.option("--compress-after-days", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Compress day files whose day ended N days ago (default: "
+@click.option("--retention-days", type=Bounded(RETENTION_DAYS_RANGE), default=None, metavar="N",
+              help="Delete day files whose day ended N days ago, 1-3650 (default: health.retention_days).")
+@click.option("--compress-after-days", type=Bounded(CLEANUP_COMPRESS_AFTER_DAYS_RANGE), default=None,
+              metavar="N",
+              help="Compress day files whose day ended N days ago, 0-3650 (default: "
                    "health.compress_after_days). Today's file is never compressed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def cleanup_cmd(dry_run: bool, retention_days: int | None, compress_after_days: int | None,
