@@ -382,3 +382,15 @@ def test_every_endpoint_follows_the_loopback_rule(
                                    "--endpoint", "http://ingest.localhost/v1"])
     line = _error_line(err)
     assert code == 2 and "--endpoint" in line and "plain http" in line
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1.0e+400", "601", "0"])
+def test_a_sink_timeout_is_finite_and_bounded(
+    flow_home: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    (flow_home / "config.yaml").write_text(
+        f"health:\n  sinks:\n    pushgateway: {{url: 'http://127.0.0.1:9091', timeout: {value}}}\n"
+    )
+    code, err = _run_main(capsys, ["health", "sinks"])
+    line = _error_line(err)
+    assert code == 2 and "health.sinks.pushgateway.timeout" in line and "<= 600" in line, err
