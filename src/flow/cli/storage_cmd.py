@@ -50,6 +50,14 @@ def _echo_cleanup(result: CleanupResult, store: MetricsStore) -> None:
         click.echo(f"kept {_plural(len(result.kept), 'file')} past retention (protected):")
         for path in result.kept:
             click.echo(f"  {_rel(path, store.root)}")
+    for note in result.undelivered:
+        click.echo(f"  {note}")
+    if result.undelivered:
+        click.echo("(--drop-undelivered deletes them anyway; the destinations never receive them)")
+    if result.dropped_undelivered:
+        verb = "would drop" if result.dry_run else "dropped"
+        click.echo(f"{verb} {result.dropped_records} undelivered record(s) in "
+                   f"{_plural(len(result.dropped_undelivered), 'file')} (--drop-undelivered)")
     if not result.changed:
         click.echo("nothing to do")
     elif result.dry_run:
@@ -67,17 +75,22 @@ def _echo_cleanup(result: CleanupResult, store: MetricsStore) -> None:
               metavar="N",
               help="Compress day files whose day ended N days ago, 0-3650 (default: "
                    "health.compress_after_days). Today's file is never compressed.")
+@click.option("--drop-undelivered", is_flag=True,
+              help="Also delete past-retention files that a stream destination has not yet "
+                   "received (logged, with counts). Without it they are kept.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def cleanup_cmd(dry_run: bool, retention_days: int | None, compress_after_days: int | None,
-                as_json: bool) -> None:
+                drop_undelivered: bool, as_json: bool) -> None:
     """Compress and delete old files of the local metrics store now.
 
     \b
     The store keeps one JSONL file per task per UTC day under FLOW_METRICS_DIR
     (default $FLOW_HOME/metrics). A file whose day ended more than
     compress_after_days ago becomes .jsonl.gz; one whose day ended more than
-    retention_days ago is deleted. Writers already do this by themselves at
-    most once an hour; this runs it on demand and prints what it did.
+    retention_days ago is deleted, unless a stream destination of the collector
+    (a cursor under <store>/.collector/) has not received it yet: such files are
+    kept and named. Writers already do this by themselves at most once an hour;
+    this runs it on demand and prints what it did.
 
     \b
     Exit codes: 0 done (or nothing to do), 1 some files could not be handled,
@@ -86,7 +99,7 @@ def cleanup_cmd(dry_run: bool, retention_days: int | None, compress_after_days: 
     config = get_config()
     store = MetricsStore(config=config, retention_days=retention_days,
                          compress_after_days=compress_after_days, auto_cleanup=False)
-    result = store.cleanup(dry_run=dry_run)
+    result = store.cleanup(dry_run=dry_run, drop_undelivered=drop_undelivered)
     if as_json:
         click.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -33,6 +33,7 @@ import yaml
 from flow.config import Config, read_regular_file
 from flow.errors import InventoryError
 from flow.fleet.model import ID_PREFIX, FieldError, Task
+from flow.fs import ensure_private_dir
 
 __all__ = ["FORMAT_VERSION", "MAX_INVENTORY_BYTES", "Inventory"]
 
@@ -318,7 +319,7 @@ class Inventory:
         """
         text = self.dumps()
         try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            ensure_private_dir(self.path.parent)
             fd, tmp = tempfile.mkstemp(prefix=".tasks-", suffix=".tmp", dir=self.path.parent)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -341,7 +342,7 @@ class Inventory:
     def edit(cls, path: Path) -> Iterator[Inventory]:
         """Load under an exclusive lock, yield, and save if the block ends without error."""
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            ensure_private_dir(path.parent)
             fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise InventoryError(f"{path}: cannot lock: {exc.strerror or exc}", path=path) from None
