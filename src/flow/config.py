@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -28,6 +27,7 @@ import yaml
 
 from flow import grammar
 from flow.errors import ConfigError, FlowError
+from flow.fs import RefusedFile, read_regular
 from flow.secrets import read_secret_file, redact_url, validate_token
 
 __all__ = [
@@ -495,38 +495,18 @@ def read_regular_file(
         `error` (with `path=`): not a regular file, unreadable, over `max_bytes`, or not UTF-8;
         the message names the file and what is allowed.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
+        data = read_regular(path, max_bytes)
+    except RefusedFile as refused:
+        if refused.reason == "too_large":
+            raise error(f"{path} is larger than {max_bytes} bytes; allowed: a file of at most "
+                        f"{max_bytes} bytes", path=path) from None
+        raise error(f"{path} is {refused.detail}, not a regular file; allowed: a regular file",
+                    path=path) from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read: {exc.strerror}", path=path) from None
+    if data is None:
         return None
-    except OSError as exc:
-        raise error(f"{path}: cannot read: {exc.strerror}", path=path) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise error(
-                f"{path} is {_file_kind(mode)}, not a regular file; allowed: a regular file",
-                path=path,
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while size <= max_bytes:
-            chunk = os.read(fd, max_bytes + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise error(f"{path}: cannot read: {exc.strerror}", path=path) from None
-    finally:
-        os.close(fd)
-    if size > max_bytes:
-        raise error(
-            f"{path} is larger than {max_bytes} bytes; allowed: a file of at most {max_bytes} bytes",
-            path=path,
-        )
-    data = b"".join(chunks)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -535,15 +515,6 @@ def read_regular_file(
             f"{path} line {line}: byte 0x{data[exc.start]:02x} is not UTF-8; allowed: UTF-8 text",
             path=path,
         ) from None
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return kind
-    return "a special file"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from flow.errors import ConfigError
+from flow.fs import RefusedFile, read_regular
 
 __all__ = [
     "MAX_SECRET_FILE_BYTES",
@@ -65,18 +64,6 @@ _SENSITIVE_PARAM_PARTS = ("key", "token", "secret", "pass", "pwd", "auth", "sig"
                           "session", "x-amz-", "x-goog-")
 
 
-def _file_kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 def read_secret_file(path: Path, *, name: str, what: str = "secret") -> str:
     """The one-line secret held by `path`, stripped of surrounding whitespace.
 
@@ -90,42 +77,23 @@ def read_secret_file(path: Path, *, name: str, what: str = "secret") -> str:
     """
     where = f"{name}={str(path)!r}"
     try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        data = read_regular(path, MAX_SECRET_FILE_BYTES, private=True)
+    except RefusedFile as refused:
+        if refused.reason == "not_regular":
+            message = f"{where} is {refused.detail}; allowed: a regular file holding the {what}"
+        elif refused.reason == "not_private":
+            message = (f"{where} is readable by others (mode {refused.detail}); "
+                       f"allowed: mode 0600 (chmod 600 {path})")
+        else:
+            message = (f"{where} is larger than {MAX_SECRET_FILE_BYTES} bytes; "
+                       "allowed: a file holding one line")
+        raise ConfigError(message, path=path) from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read the file: {exc.strerror}", path=path) from None
+    if data is None:
+        raise ConfigError(f"{where}: cannot read the file: No such file or directory", path=path)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(
-                f"{where} is {_file_kind(info.st_mode)}; allowed: a regular file holding the {what}",
-                path=path,
-            )
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(
-                f"{where} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                f"allowed: mode 0600 (chmod 600 {path})",
-                path=path,
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_SECRET_FILE_BYTES:
-            chunk = os.read(fd, MAX_SECRET_FILE_BYTES + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read the file: {exc.strerror}", path=path) from None
-    finally:
-        os.close(fd)
-    if size > MAX_SECRET_FILE_BYTES:
-        raise ConfigError(
-            f"{where} is larger than {MAX_SECRET_FILE_BYTES} bytes; allowed: a file holding one line",
-            path=path,
-        )
-    try:
-        text = b"".join(chunks).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{where} is not UTF-8 text; allowed: a file holding the {what}",
                           path=path) from None

@@ -10,13 +10,13 @@ delivered. A cursor that cannot be read holds back every file: nothing is droppe
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
+from flow.fs import RefusedFile, read_regular
 from flow.health.storage.stream import StreamPosition
 
 __all__ = ["CURSOR_DIR", "CURSOR_GLOB_PREFIX", "StoredCursor", "stored_cursors"]
@@ -43,22 +43,15 @@ class StoredCursor:
         return self.destination or self.path.name
 
 
-def _read(path: Path) -> StoredCursor:
+def _read(path: Path) -> StoredCursor | None:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        return StoredCursor(path, "", None, f"cannot open: {exc.strerror or exc}")
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return StoredCursor(path, "", None, "not a regular file")
-        if info.st_size > _MAX_CURSOR_BYTES:
-            return StoredCursor(path, "", None, f"over {_MAX_CURSOR_BYTES} bytes")
-        data = os.read(fd, _MAX_CURSOR_BYTES + 1)
+        data = read_regular(path, _MAX_CURSOR_BYTES)
+    except RefusedFile as refused:
+        return StoredCursor(path, "", None, f"{refused.reason.replace('_', ' ')}: {refused.detail}")
     except OSError as exc:
         return StoredCursor(path, "", None, f"cannot read: {exc.strerror or exc}")
-    finally:
-        os.close(fd)
+    if data is None:  # removed since it was listed: nothing to honour
+        return None
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -85,5 +78,6 @@ def stored_cursors(root: Path) -> list[StoredCursor]:
         return []
     except OSError as exc:
         return [StoredCursor(directory, "", None, f"cannot list: {exc.strerror or exc}")]
-    return [_read(directory / name) for name in names
-            if name.startswith(CURSOR_GLOB_PREFIX) and name.endswith(".json")]
+    found = (_read(directory / name) for name in names
+             if name.startswith(CURSOR_GLOB_PREFIX) and name.endswith(".json"))
+    return [cursor for cursor in found if cursor is not None]
