@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,20 +39,6 @@ class SteppedClock(GpudClient):
     async def read(self, **kwargs: object) -> Snapshot:  # type: ignore[override]
         snapshot = await super().read(**kwargs)  # type: ignore[arg-type]
         return replace(snapshot, timestamp=snapshot.timestamp + self.offset)
-
-
-@pytest.fixture
-def gpud() -> Iterator[Gpud]:
-    sim = Gpud(gpu_count=1)
-    yield sim
-    sim.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rx = Receiver().start()
-    yield rx
-    rx.close()
 
 
 def _days(metrics: Path) -> list[str]:

@@ -14,7 +14,6 @@ import gzip
 import logging
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,28 +34,6 @@ from sinks.snapshots import fleet
 TASK = "task-drip"
 BATCH = 5
 SEND_TIMEOUT_S = 0.5
-
-
-@pytest.fixture
-def gpud() -> Iterator[Gpud]:
-    sim = Gpud(gpu_count=2)
-    yield sim
-    sim.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rx = Receiver().start()
-    yield rx
-    rx.close()
-
-
-@pytest.fixture(autouse=True)
-def _restore_flow_logger() -> Iterator[None]:
-    logger = logging.getLogger("flow")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def _settings(tmp_path: Path, gpud: Gpud, receiver: Receiver, **kw: object) -> CollectorSettings:

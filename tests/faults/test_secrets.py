@@ -16,7 +16,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from unittest import mock
@@ -121,15 +120,6 @@ def _send_sink(sink: DatadogSink) -> SinkError | None:
             await sink.aclose()
         return None
     return asyncio.run(go())
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rx = Receiver().start()
-    try:
-        yield rx
-    finally:
-        rx.close()
 
 
 @pytest.fixture
