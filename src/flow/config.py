@@ -457,27 +457,37 @@ class Config:
         """A copy with some health settings replaced (CLI options override everything)."""
         return replace(self, health=replace(self.health, **changes))
 
-    def effective(self) -> list[tuple[str, str, str]]:
-        """(setting, shown value, source) rows for `flow config show`; the token is redacted."""
-        rows: list[tuple[str, str, str]] = [("home", str(self.home), self.sources.get("home", ""))]
+    def effective(self) -> list[tuple[str, str | int | float | bool | None, str]]:
+        """(setting, value, source) rows for `flow config show`, values typed as the settings
+        hold them (a path as a string, an unset value as None); the token is redacted.
+
+        `metrics_dir` shows the directory the store really uses, with the rule that chose it
+        when nothing set it.
+        """
+        rows: list[tuple[str, str | int | float | bool | None, str]] = [
+            ("home", str(self.home), self.sources.get("home", ""))]
         for setting in _SETTINGS:
             value = getattr(self.health, setting.key)
-            shown = "none" if value is None else str(value)
+            source = self.sources.get(setting.key, "default")
             if setting.key == "metrics_endpoint" and value is not None:
-                shown = redact_url(shown)
-            rows.append((setting.key, shown, self.sources.get(setting.key, "default")))
+                value = redact_url(value)
+            elif setting.key == "metrics_dir" and value is None:
+                value, source = self.metrics_dir, "default: $FLOW_HOME/metrics"
+            if isinstance(value, Path):
+                value = str(value)
+            rows.append((setting.key, value, source))
         token = self.health.metrics_auth_token
         rows.append(
             (
                 "metrics_auth_token",
-                "none" if token is None else "<redacted>",
+                None if token is None else "<redacted>",
                 self.sources.get("metrics_auth_token", "default"),
             )
         )
         for key in ("temp_warning_c", "temp_critical_c", "mem_warning_pct", "mem_critical_pct",
                     "util_low_pct", "util_high_pct", "slowdown_margin_c"):
             rows.append(
-                (f"thresholds.{key}", f"{getattr(self.thresholds, key):g}",
+                (f"thresholds.{key}", getattr(self.thresholds, key),
                  self.sources.get(f"thresholds.{key}", "default"))
             )
         return rows

@@ -249,9 +249,34 @@ def test_show_names_the_source_of_each_setting(
     monkeypatch.setenv("FLOW_GPUD_PORT", "16000")
     assert main(["config", "show", "--json"]) == 0
     doc = orjson.loads(capsys.readouterr().out)
-    assert doc["gpud_port"] == {"value": "16000", "source": "env FLOW_GPUD_PORT"}
-    assert doc["retention_days"] == {"value": "14", "source": f"file {path}"}
+    assert doc["gpud_port"] == {"value": 16000, "source": "env FLOW_GPUD_PORT"}
+    assert doc["retention_days"] == {"value": 14, "source": f"file {path}"}
     assert doc["metrics_batch_size"]["source"] == "default"
+
+
+def test_show_gives_typed_values_and_the_store_really_used(
+    flow_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 13 item 10: every value used to be a string ("True", "15132") and metrics_dir "none".
+    assert main(["config", "show", "--json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["enabled"]["value"] is True and doc["metrics_gzip"]["value"] is True
+    assert doc["gpud_port"]["value"] == 15132 and doc["metrics_interval"]["value"] == 60.0
+    assert doc["metrics_endpoint"]["value"] is None and doc["metrics_auth_token"]["value"] is None
+    assert doc["thresholds.temp_critical_c"]["value"] == 85.0
+    assert doc["metrics_dir"] == {"value": str(flow_home / "metrics"),
+                                  "source": "default: $FLOW_HOME/metrics"}
+    assert main(["config", "show"]) == 0
+    lines = {line.split()[0]: line.split(maxsplit=1)[1] for line in capsys.readouterr().out.splitlines()}
+    assert lines["metrics_dir"].split() == [str(flow_home / "metrics"), "default:", "$FLOW_HOME/metrics"]
+    assert lines["enabled"].split() == ["true", "default"]
+    assert lines["metrics_interval"].split() == ["60", "default"]
+    monkeypatch.setenv("FLOW_METRICS_DIR", str(flow_home / "elsewhere"))
+    monkeypatch.setenv("FLOW_METRICS_GZIP", "false")
+    assert main(["config", "show", "--json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["metrics_dir"] == {"value": str(flow_home / "elsewhere"), "source": "env FLOW_METRICS_DIR"}
+    assert doc["metrics_gzip"]["value"] is False
 
 
 def test_config_path(flow_home: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,21 +15,36 @@ def config_group() -> None:
     """Show the effective settings and where each came from."""
 
 
+def _shown(value: str | int | float | bool | None) -> str:
+    """A value as config.yaml would spell it: none, true/false, 60, 75.5."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 @config_group.command("show")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: {setting: {value, source}}, numbers as numbers, booleans as "
+                   "booleans, unset as null.")
 def show(as_json: bool) -> None:
     """Print every setting, its value and its source (env, file or default).
 
-    The metrics auth token is never printed: it shows as <redacted>.
+    metrics_dir is the directory the store uses, $FLOW_HOME/metrics unless set. The metrics
+    auth token is never printed: it shows as <redacted>.
     """
     rows = get_config().effective()
     if as_json:
         doc = {key: {"value": value, "source": source} for key, value, source in rows}
         click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         return
-    width = max(len(key) for key, _, _ in rows)
-    vwidth = max(len(value) for _, value, _ in rows)
-    for key, value, source in rows:
+    shown = [(key, _shown(value), source) for key, value, source in rows]
+    width = max(len(key) for key, _, _ in shown)
+    vwidth = max(len(value) for _, value, _ in shown)
+    for key, value, source in shown:
         click.echo(f"{key:<{width}}  {value:<{vwidth}}  {source}")
 
 
