@@ -1,31 +1,43 @@
 # Two entry points: `make demo` and `make test`. Both create .venv on first use.
 VENV ?= .venv
 PYTHON ?= python3
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
+DEV := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test deps lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml
+# The runtime alone: what `flow health demo` needs.
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,cloudwatch,otlp,nvml]'
-	touch $(STAMP)
+	$(VENV)/bin/pip install -q -e .
+	touch $(RUNTIME)
 
-demo: $(STAMP)
+# The runtime, every extra, and the test toolchain (pytest, hypothesis, ruff, mypy, moto).
+$(DEV): $(RUNTIME)
+	$(VENV)/bin/pip install -q -e '.[dev,cloudwatch,otlp,nvml]'
+	touch $(DEV)
+
+demo: $(RUNTIME)
 	$(VENV)/bin/flow health demo
 
-test: $(STAMP) lint typecheck pytest
+# Every test runs: the real servers they start are installed first (or the run fails naming
+# them), and a test skipped for a missing dependency fails the run (tests/skip_policy.py).
+test: deps $(DEV) lint typecheck pytest
 
-lint: $(STAMP)
+deps:
+	scripts/test-deps.sh
+
+lint: $(DEV)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-typecheck: $(STAMP)
+typecheck: $(DEV)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+pytest: $(DEV)
 	$(VENV)/bin/pytest -q
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(VENV)/bin/python benchmarks/storage.py
 	$(VENV)/bin/python benchmarks/sweep.py
 	$(VENV)/bin/python benchmarks/collector.py

@@ -16,6 +16,10 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+# A run that skips tests for want of a dependency fails, naming each (tests/skip_policy.py).
+pytest_plugins = ["skip_policy"]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_flow_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

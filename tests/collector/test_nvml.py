@@ -146,7 +146,7 @@ def test_this_host_has_no_nvml_and_says_so() -> None:
         assert str(exc).startswith("NVML not available: ")
     else:  # pragma: no cover - only on a GPU machine
         reader.close()
-        pytest.skip("this machine has NVML")
+        pytest.skip("not applicable: this machine has NVML")
 
 
 def test_reading_before_open_is_refused() -> None:

@@ -220,7 +220,7 @@ def test_token_file_below_a_regular_file_cannot_be_read(
     assert "cannot read the file: Not a directory" in out and "Traceback" not in out
 
 
-@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux /proc/self/mem")
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="not applicable: needs Linux /proc/self/mem")
 def test_token_file_whose_read_fails_is_named() -> None:
     # A regular 0600 file that opens but cannot be read (EIO at offset 0): the read-error path,
     # which unreadable-by-permission cannot reach when the tests run as root.
@@ -231,7 +231,7 @@ def test_token_file_whose_read_fails_is_named() -> None:
     )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a mode-000 file: permission cannot refuse it")
+@pytest.mark.skipif(os.geteuid() == 0, reason="not applicable as root: root reads a mode-000 file, permission cannot refuse it")
 def test_token_file_without_read_permission(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -116,7 +116,7 @@ class Namespace:
 
 def _namespaces_work(base: Path) -> str | None:
     if os.geteuid() != 0:
-        return "needs root for unshare --mount and overlay mounts"
+        return "not applicable without root: needs root for unshare --mount and overlay mounts"
     probe = Namespace(base / "probe")
     result = probe.run("exit 0\n")
     if result.returncode != 0:
