@@ -119,6 +119,23 @@ def test_self_check_names_what_to_fix(
     assert "FIX" not in out and "metrics store" in out and "1 tasks (1 with GPUs)" in out
 
 
+def test_self_check_as_json_without_gpu(
+    flow_home: Path, isolated_home: Path, sshd: SshdServer, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 13 item 10: `flow health --json` alone printed the text self-check.
+    assert main(["health", "--json"]) == 1  # no inventory yet
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["schema"] == 1 and doc["kind"] == "self_check" and doc["ok"] is False
+    checks = {c["check"]: c for c in doc["checks"]}
+    assert checks["configuration"]["ok"] is True
+    assert checks["inventory"]["ok"] is False and "flow tasks add" in checks["inventory"]["message"]
+    write_inventory(flow_home, sshd)
+    assert main(["health", "--json"]) == 0
+    doc = orjson.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and all(c["ok"] for c in doc["checks"])
+    assert [c["check"] for c in doc["checks"]] == ["configuration", "inventory", "ssh_key", "metrics_store"]
+
+
 def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["health", "--gpu", "--timeout", "0"], ["health", "--gpu", "--concurrency", "0"],
                  ["health", "--gpu", "--watch", "-1"], ["health", "--gpu", "--fail-on", "sometimes"],

@@ -170,6 +170,7 @@ def health(
     flow health --task ID --history H    the last H hours of its history
     flow health --gpu --json             machine-readable
     flow health                          self-check of the local setup
+    flow health --json                   the self-check as JSON (kind self_check)
 
     \b
     Exit codes: 0 ok; 1 the fleet has what --fail-on names; 2 usage or configuration error.
@@ -200,7 +201,7 @@ def health(
                              concurrency=concurrency, workers=workers, store=not no_store))
     from flow.cli.selfcheck import self_check
 
-    ctx.exit(self_check(config))
+    ctx.exit(self_check(config, as_json=as_json))
 
 
 def _fleet_view(
