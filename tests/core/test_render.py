@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from flow.health.gpu_table import GpuTable
-from flow.health.render import FleetTable
+from flow.health.render import FleetTable, HistoryView, IssuesTable
 from flow.health.snapshot import GpuReading
 from sinks.snapshots import gpu, snapshot
 
@@ -85,3 +85,64 @@ def test_the_model_goes_to_the_title_unless_the_gpus_differ() -> None:
     mixed = _gpu_table([gpu(0), gpu(1, model="NVIDIA A100-SXM4-80GB")], 200)
     assert "Model" in _header(mixed)
     assert "not shown" not in mixed  # 200 columns hold every reading
+
+
+# --- the Issues table (issue 13 item 10: at 80 columns it folded nearly every word) -----------
+
+_ISSUE_NODES = ("flow@10.0.12.201:2222", "gpu-node-019.cluster.internal:22")
+
+
+def _issues(width: int) -> str:
+    rows = [
+        snapshot("task-train-llama-70b", _ISSUE_NODES[0], temp_c=88.0, gpus=8),
+        snapshot("task-dead", _ISSUE_NODES[1], reachable=False),
+    ]
+    console = Console(width=width, file=io.StringIO(), record=True, color_system=None)
+    console.print(IssuesTable(rows))
+    text = console.export_text()
+    assert IssuesTable(rows).rows(), "nothing to show: the test would prove nothing"
+    return text
+
+
+@pytest.mark.parametrize("width", [60, 80, 100, 120])
+def test_issues_keep_words_and_node_addresses_whole(width: int) -> None:
+    text = _issues(width)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= width
+    for node in _ISSUE_NODES:  # never split at the port: on one line, whole
+        assert any(node in line for line in lines), f"{node} split at {width} columns"
+    assert any("task-train-llama-70b-name" in line for line in lines)
+    words = set(text.replace("│", " ").replace("┃", " ").split())
+    rows = [snapshot("task-train-llama-70b", _ISSUE_NODES[0], temp_c=88.0, gpus=8),
+            snapshot("task-dead", _ISSUE_NODES[1], reachable=False)]
+    for _, reason, _ in IssuesTable(rows).rows():
+        for word in (reason.message + " " + (reason.action or "")).split():
+            assert word in words, f"{word!r} folded at {width} columns"
+        assert reason.severity.value in words
+
+
+def test_issues_table_shows_six_columns_where_there_is_room() -> None:
+    header = next(line for line in _issues(200).splitlines() if "Task" in line)
+    assert all(name in header for name in ("Node", "GPU", "Severity", "Issue", "Suggested action"))
+    header = next(line for line in _issues(80).splitlines() if "Task" in line)
+    assert "Task / node" in header and "Issue / suggested action" in header
+
+
+# --- the history view's summary ----------------------------------------------------------------
+
+def test_history_summary_is_words_and_counts_are_plural_correct() -> None:
+    summary = {"score_current": 92, "score_avg": 95.456, "score_min": 60, "score_max": 100,
+               "status_counts": {"unknown": 0, "healthy": 40, "critical": 0, "degraded": 2},
+               "xid_count": 1, "status_changes": 3, "ecc_corrected_increase": 2,
+               "ecc_uncorrected_increase": 0}
+    console = Console(width=80, file=io.StringIO(), record=True, color_system=None)
+    console.print(HistoryView([snapshot()], summary, "the local store"))
+    text = console.export_text()
+    assert text.splitlines()[0] == "History from the local store: 1 snapshot"
+    assert "Snapshots by status: healthy 40, degraded 2, critical 0, unknown 0" in text
+    assert "Score: now 92, average 95.5, range 60-100" in text
+    assert "Events: 3 status changes, 1 XID, 2 new corrected ECC errors" in text
+    assert "{" not in text and "=" not in text and "uncorrected" not in text
+    console = Console(width=80, file=io.StringIO(), record=True, color_system=None)
+    console.print(HistoryView([snapshot(), snapshot()], summary, "x"))
+    assert console.export_text().splitlines()[0] == "History from x: 2 snapshots"

@@ -8,7 +8,7 @@ class constants the CLI may override. "N/A" is shown here, and only here, for a 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -49,7 +49,8 @@ STATUS_STYLE = {
     HealthStatus.CRITICAL: "bold red",
     HealthStatus.UNKNOWN: "magenta",
 }
-SEVERITY_STYLE = {Severity.INFO: "dim", Severity.WARNING: "yellow", Severity.CRITICAL: "bold red"}
+SEVERITY_STYLE = {Severity.INFO: "dim", Severity.WARNING: "yellow", Severity.UNKNOWN: "magenta",
+                  Severity.CRITICAL: "bold red"}
 _SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -251,18 +252,58 @@ class IssuesTable:
                     out.append((s, r, gpus))
         return out
 
+    #: Six columns only when the issue and the action would each get this many characters;
+    #: otherwise task and node share a cell (two lines), and so do the issue and its action;
+    #: narrower still (the issue under NARROW_TEXT_WIDTH), severity and GPUs join task and node.
+    #: Either way identifiers never wrap (a node address cut at its port reads as another
+    #: node): past the terminal's width they end in "…". The issue wraps at spaces.
+    MIN_TEXT_WIDTH = 40
+    NARROW_TEXT_WIDTH = 30
+
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         rows = self.rows()
         if not rows:
             yield Text("No issues.", style="green")
             return
+        name_w = max(len(_label(s)) for s, _, _ in rows)
+        node_w = max(len(s.node) for s, _, _ in rows)
+        gpu_w = max(3, *(len(_gpu_list(g)) for _, _, g in rows))
+        # Borders and padding: 3 per column plus 1 (the severity is at most 8 characters).
+        split = options.max_width - (name_w + node_w + gpu_w + 8 + 19) >= 2 * self.MIN_TEXT_WIDTH
+        compact = options.max_width - (max(name_w, node_w) + gpu_w + 8 + 13) < self.NARROW_TEXT_WIDTH
         table = Table(title="Issues", expand=False)
-        for name in ("Task", "Node", "GPU", "Severity", "Issue", "Suggested action"):
-            table.add_column(name, overflow="fold")
+        if split:
+            table.add_column("Task", no_wrap=True, overflow="ellipsis")
+            table.add_column("Node", no_wrap=True, overflow="ellipsis")
+        else:
+            table.add_column("Task / node", no_wrap=True, overflow="ellipsis")
+        if not compact:
+            table.add_column("GPU", no_wrap=True, overflow="ellipsis")
+            table.add_column("Severity", no_wrap=True)
+        if split:
+            table.add_column("Issue", overflow="fold")
+            table.add_column("Suggested action", overflow="fold")
+        else:
+            table.add_column("Issue / suggested action", overflow="fold")
         for s, r, gpus in rows:
-            table.add_row(_label(s), s.node, _gpu_list(gpus),
-                          Text(r.severity.value, style=SEVERITY_STYLE[r.severity]), _with_more(r, gpus),
-                          r.action or "")
+            severity = Text(r.severity.value, style=SEVERITY_STYLE[r.severity])
+            issue, action = _with_more(r, gpus), r.action or ""
+            if split:
+                table.add_row(_label(s), s.node, _gpu_list(gpus), severity, issue, action)
+                continue
+            where = Text(_label(s))
+            where.append("\n" + s.node, style="dim")
+            what = Text(issue)
+            if action:
+                what.append("\n→ " + action, style="dim")
+            if compact:
+                where.append("\n")
+                where.append_text(severity)
+                if gpus:
+                    where.append(f" GPU {_gpu_list(gpus)}")
+                table.add_row(where, what)
+            else:
+                table.add_row(where, _gpu_list(gpus), severity, what)
         yield table
 
 
@@ -341,7 +382,7 @@ class HistoryView:
     source: str
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield Text(f"History from {self.source}: {len(self.snapshots)} snapshots", style="bold")
+        yield Text(f"History from {self.source}: {_count(len(self.snapshots), 'snapshot')}", style="bold")
         if not self.snapshots:
             yield Text("No snapshots in this window.", style="yellow")
             return
@@ -375,11 +416,48 @@ class HistoryView:
             yield p
         else:
             yield Text("No unhealthy periods.", style="green")
-        figures = {k: v for k, v in self.summary.items() if k in (
-            "snapshot_count", "score_current", "score_avg", "score_min", "score_max",
-            "flapping", "status_counts", "ecc_increase", "xid_count")}
-        if figures:
-            yield Text("  ".join(f"{k}={v}" for k, v in figures.items()), style="dim")
+        for line in _summary_lines(self.summary):
+            yield Text(line, style="dim")
+
+
+def _count(n: int, noun: str) -> str:
+    """`1 snapshot`, `2 snapshots`, `0 snapshots`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _summary_lines(summary: Mapping[str, object]) -> list[str]:
+    """A task summary's figures in words, one line per kind (`TaskSummary.to_dict()` keys):
+
+    Score: now 92, average 95.5, range 60-100
+    Snapshots by status: healthy 40, degraded 2, critical 0, unknown 0
+    Events: 3 status changes, 1 XID, 2 new corrected ECC errors
+    """
+    lines: list[str] = []
+    now, avg = summary.get("score_current"), summary.get("score_avg")
+    low, high = summary.get("score_min"), summary.get("score_max")
+    if now is not None or avg is not None:
+        score = f"Score: now {NA if now is None else now}"
+        if isinstance(avg, (int, float)):
+            score += f", average {avg:.1f}"
+        if low is not None and high is not None:
+            score += f", range {low}-{high}"
+        lines.append(score)
+    counts = summary.get("status_counts")
+    if isinstance(counts, dict) and counts:
+        order = [st.value for st in HealthStatus]
+        keys = sorted(counts, key=lambda k: (order.index(k) if k in order else len(order), str(k)))
+        lines.append("Snapshots by status: " + ", ".join(f"{k} {counts[k]}" for k in keys))
+    events = []
+    for key, noun in (("status_changes", "status change"), ("xid_count", "XID"),
+                      ("ecc_uncorrected_increase", "new uncorrected ECC error"),
+                      ("ecc_corrected_increase", "new corrected ECC error")):
+        value = summary.get(key)
+        # Status changes and XIDs always (0 is news too); ECC increases only when there are some.
+        if isinstance(value, int) and (value or key in ("status_changes", "xid_count")):
+            events.append(_count(value, noun))
+    if events:
+        lines.append("Events: " + ", ".join(events))
+    return lines
 
 
 def changes_between(before: Sequence[Snapshot], after: Sequence[Snapshot]) -> list[str]:
