@@ -28,6 +28,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "MAX_BODY_BYTES",
     "MAX_COMPRESSED_BYTES",
+    "GpudAnswer",
     "GpudClient",
     "MachineInfoCache",
     "local_boot_id",
@@ -72,6 +74,25 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _INFLATE_STEP = 1024 * 1024  # inflate at most this much at once: the buffer is all we hold
 # Slack for the read's own bookkeeping past its deadline (cancelled requests close their streams).
 _CANCEL_GRACE_S = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpudAnswer:
+    """One GPUd answer as it came: status, content type and body (decoded from gzip, size-bounded).
+
+    `url` is the path's URL without its query. `reason` and `content_type` are cleaned; `body`
+    is the node's bytes, not trusted.
+    """
+
+    url: str
+    status_code: int
+    reason: str
+    content_type: str
+    body: bytes | bytearray
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
 
 
 class MachineInfoCache:
@@ -332,6 +353,19 @@ class GpudClient:
                 ("tls_error"), or an answer that is not JSON, broke off, or is over a size limit
                 ("bad_response").
         """
+        return self._decode(await self.get(path, params))
+
+    async def get(self, path: str, params: Mapping[str, str] | None = None) -> GpudAnswer:
+        """GET `path` and return the answer whatever its status, its body read under the size limits.
+
+        For callers that show any GPUd path (`flow health gpud`): a 404 or a text body is an
+        answer here, not an error. The body is the node's bytes, untrusted: clean before showing.
+
+        Raises:
+            GPUdTimeout: no answer within `timeout_s` (kind "timeout").
+            GPUdError: nothing listening (kind "not_listening"), a TLS handshake failure
+                ("tls_error"), or an answer that broke off or is over a size limit ("bad_response").
+        """
         url = f"{self.base_url}{path}"
         try:
             async with self._http.stream("GET", path, params=params) as response:
@@ -349,7 +383,10 @@ class GpudClient:
         except httpx.HTTPError as exc:  # the connection broke mid-answer, bad gzip, protocol errors
             raise GPUdError(f"GPUd at {url} broke off its answer: {type(exc).__name__}: {exc}", url=url,
                             kind="bad_response") from exc
-        return self._decode(response, content, url)
+        return GpudAnswer(url=url, status_code=response.status_code,
+                          reason=clean_text(response.reason_phrase),
+                          content_type=clean_text(response.headers.get("Content-Type", ""), limit=200),
+                          body=content)
 
     async def _read_body(self, response: httpx.Response, url: str) -> bytearray:
         limits = {"max_body": self.max_body_bytes, "max_compressed": self.max_compressed_bytes}
@@ -364,7 +401,8 @@ class GpudClient:
             body.feed(chunk)
         return body.finish()
 
-    def _decode(self, response: httpx.Response, content: bytes | bytearray, url: str) -> Any:
+    def _decode(self, answer: GpudAnswer) -> Any:
+        content, url = answer.body, answer.url
         try:
             body: Any = orjson.loads(content)
         except orjson.JSONDecodeError:
@@ -372,17 +410,17 @@ class GpudClient:
             decoded = False
         else:
             decoded = True
-        if not response.is_success:
-            detail = _error_body(body) or _snippet(content) or clean_text(response.reason_phrase)
-            raise GPUdStatusError(f"GPUd answered {url} with HTTP {response.status_code}: {detail}",
-                                  status_code=response.status_code, url=url)
+        if not answer.ok:
+            detail = _error_body(body) or _snippet(content) or answer.reason
+            raise GPUdStatusError(f"GPUd answered {url} with HTTP {answer.status_code}: {detail}",
+                                  status_code=answer.status_code, url=url)
         if not decoded:
             raise GPUdError(f"GPUd's answer to {url} is not JSON: {_snippet(content)!r}", url=url,
                             kind="bad_response")
         message = _error_body(body)
         if message is not None:
             code = body.get("code")
-            status_code = code if isinstance(code, int) else response.status_code
+            status_code = code if isinstance(code, int) else answer.status_code
             raise GPUdStatusError(f"GPUd answered {url} with error {code}: {message}",
                                   status_code=status_code, url=url)
         return body
