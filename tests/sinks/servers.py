@@ -80,14 +80,17 @@ class Server:
 
 
 @contextlib.contextmanager
-def run_pushgateway(tmp: Path, *, basic_auth: tuple[str, str] | None = None) -> Iterator[Server]:
-    """A Pushgateway without persistence on a free loopback port.
+def run_pushgateway(
+    tmp: Path, *, basic_auth: tuple[str, str] | None = None, port: int | None = None
+) -> Iterator[Server]:
+    """A Pushgateway without persistence on a free loopback port (or on `port`: the same
+    gateway address again after a restart).
 
     `basic_auth` is (user, bcrypt hash): the gateway then answers 401 without those credentials,
     on every path (its own web config, exporter-toolkit's `basic_auth_users`).
     """
     exe = binary(PUSHGATEWAY_BIN, "prometheus-pushgateway")
-    port = free_port()
+    port = port or free_port()
     log = tmp / "pushgateway.log"
     args = [exe, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file=", "--log.level=warn"]
     auth = None
@@ -133,9 +136,11 @@ class PrometheusServer(Server):
 
 @contextlib.contextmanager
 def run_prometheus(
-    tmp: Path, targets: dict[str, str], *, honor_labels: tuple[str, ...] = ()
+    tmp: Path, targets: dict[str, str], *, honor_labels: tuple[str, ...] = (),
+    remote_write_receiver: bool = False,
 ) -> Iterator[PrometheusServer]:
-    """Prometheus scraping each `job: host:port` every second, TSDB in `tmp`."""
+    """Prometheus scraping each `job: host:port` every second, TSDB in `tmp`; with
+    `remote_write_receiver`, also taking remote writes at `/api/v1/write`."""
     exe = binary(PROMETHEUS_BIN, "prometheus")
     port = free_port()
     jobs = []
@@ -148,7 +153,7 @@ def run_prometheus(
     config = tmp / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n" + "".join(jobs)
+        + ("scrape_configs:\n" + "".join(jobs) if jobs else "")
     )
     log = tmp / "prometheus.log"
     with log.open("wb") as out:
@@ -159,6 +164,7 @@ def run_prometheus(
                 f"--storage.tsdb.path={tmp / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--log.level=warn",
+                *(["--web.enable-remote-write-receiver"] if remote_write_receiver else []),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
