@@ -15,7 +15,7 @@ $(RUNTIME): pyproject.toml
 
 # The runtime, every extra, and the test toolchain (pytest, hypothesis, ruff, mypy, moto).
 $(DEV): $(RUNTIME)
-	$(VENV)/bin/pip install -q -e '.[dev,cloudwatch,otlp,nvml]'
+	$(VENV)/bin/pip install -q -e '.[dev,cloudwatch,otlp,nvml,remote-write]'
 	touch $(DEV)
 
 demo: $(RUNTIME)

@@ -137,12 +137,12 @@ class PrometheusServer(Server):
 @contextlib.contextmanager
 def run_prometheus(
     tmp: Path, targets: dict[str, str], *, honor_labels: tuple[str, ...] = (),
-    remote_write_receiver: bool = False,
+    remote_write_receiver: bool = False, port: int | None = None,
 ) -> Iterator[PrometheusServer]:
     """Prometheus scraping each `job: host:port` every second, TSDB in `tmp`; with
     `remote_write_receiver`, also taking remote writes at `/api/v1/write`."""
     exe = binary(PROMETHEUS_BIN, "prometheus")
-    port = free_port()
+    port = port or free_port()
     jobs = []
     for job, target in targets.items():
         jobs.append(

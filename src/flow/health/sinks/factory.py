@@ -11,11 +11,13 @@ from flow.health.sinks.cloudwatch import CloudWatchSink, require_boto3
 from flow.health.sinks.datadog import DatadogSink
 from flow.health.sinks.otlp import OtlpSink
 from flow.health.sinks.pushgateway import PushgatewaySink
+from flow.health.sinks.remote_write import RemoteWriteSink, compress
 from flow.health.sinks.settings import (
     CloudWatchSettings,
     DatadogSettings,
     OtlpSettings,
     PushgatewaySettings,
+    RemoteWriteSettings,
     SinkSettings,
     parse_sinks,
 )
@@ -34,6 +36,14 @@ def build_sink(settings: SinkSettings, *, require_secrets: bool = True) -> Sink:
     """
     if isinstance(settings, PushgatewaySettings):
         return PushgatewaySink(settings)
+    if isinstance(settings, RemoteWriteSettings):
+        if require_secrets:
+            try:
+                compress(b"")  # the remote-write extra (cramjam) is there
+            except ConfigError as exc:
+                raise ConfigError(f"health.sinks.{settings.name}: {exc.message}", hint=exc.hint) from None
+        token = settings.token
+        return RemoteWriteSink(settings, bearer=(lambda: token) if token else None)
     if isinstance(settings, DatadogSettings):
         if require_secrets and not settings.api_key:
             raise ConfigError(

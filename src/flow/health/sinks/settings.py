@@ -40,6 +40,7 @@ __all__ = [
     "DatadogSettings",
     "OtlpSettings",
     "PushgatewaySettings",
+    "RemoteWriteSettings",
     "SinkSettings",
     "parse_otlp_headers",
     "parse_sink_settings",
@@ -55,13 +56,20 @@ DEFAULT_OTLP_ENDPOINT = "http://127.0.0.1:4318/v1/metrics"
 DEFAULT_OTLP_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 OTLP_ENCODINGS = ("protobuf", "json")
 
-SINK_TYPES = ("cloudwatch", "datadog", "otlp", "pushgateway")
+SINK_TYPES = ("cloudwatch", "datadog", "otlp", "pushgateway", "remote_write")
 
 _SITE_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9.\-_/#:]{1,255}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 _JOB_RE = re.compile(r"^\S{1,200}$")
 _HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Prometheus label names; "__" names are reserved for Prometheus itself.
+_LABEL_NAME_RE = re.compile(r"^(?!__)[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# The vocabulary's own labels: an extra label must not shadow one of them.
+_VOCABULARY_LABELS = frozenset({"task_id", "task_name", "node", "instance_type", "gpu", "uuid", "model",
+                                "status", "code", "severity", "state", "reason", "type", "scope",
+                                "xid_class", "mount", "gpud_version", "driver_version", "cuda_version",
+                                "gpud_api", "result"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,10 +84,26 @@ class SinkSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class PushgatewaySettings(SinkSettings):
+    """`grouping` holds the grouping labels after `job` that every node's group carries (from
+    a FLOW_METRICS_ENDPOINT that is a Pushgateway URL); `task_id` and `node` follow them."""
+
     url: str
     job: str = DEFAULT_PUSHGATEWAY_JOB
+    grouping: tuple[tuple[str, str], ...] = ()
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteWriteSettings(SinkSettings):
+    """Prometheus remote write: `labels` are added to every series (say `cluster`); `token`
+    goes as `Authorization: Bearer`, `username`/`password` as basic auth."""
+
+    url: str
+    labels: tuple[tuple[str, str], ...] = ()
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,6 +258,47 @@ def _pushgateway(section: _Section, env: Mapping[str, str]) -> PushgatewaySettin
     )
 
 
+def _remote_write(section: _Section, env: Mapping[str, str]) -> RemoteWriteSettings:
+    url = section.url("url", None)
+    if url is None:
+        raise ConfigError(f"{section.key('url')} is missing; allowed: the receiver's remote-write URL, "
+                          "e.g. https://prometheus:9090/api/v1/write")
+    raw_labels = section.raw.get("labels") or {}
+    if not isinstance(raw_labels, Mapping):
+        raise section.bad("labels", raw_labels, "a mapping of label names to values")
+    labels: list[tuple[str, str]] = []
+    for name, value in raw_labels.items():
+        if not isinstance(name, str) or not _LABEL_NAME_RE.match(name) or name in _VOCABULARY_LABELS:
+            raise ConfigError(f"{section.key('labels')} has the label name {str(name)[:60]!r}; allowed: "
+                              "[A-Za-z_][A-Za-z0-9_]*, not starting with __ and not one of flow's own labels")
+        if not isinstance(value, str | int | float) or isinstance(value, bool) or len(str(value)) > 1024:
+            raise ConfigError(f"{section.key('labels')}.{name} is not a short text; allowed: a string "
+                              "of at most 1024 characters")
+        labels.append((name, str(value)))
+    token = env.get("FLOW_REMOTE_WRITE_TOKEN") or None
+    token_file = section.path("token_file")
+    if token is not None:
+        validate_token(token, source="FLOW_REMOTE_WRITE_TOKEN")
+    elif token_file is not None:
+        where = section.key("token_file")
+        token = validate_token(read_secret_file(token_file, name=where, what="token"),
+                               source=f"{where}={str(token_file)!r}")
+    password = env.get("FLOW_REMOTE_WRITE_PASSWORD") or None
+    password_file = section.path("password_file")
+    if password is not None:
+        validate_password(password, source="FLOW_REMOTE_WRITE_PASSWORD")
+    elif password_file is not None:
+        where = section.key("password_file")
+        password = validate_password(read_secret_file(password_file, name=where, what="password"),
+                                     source=f"{where}={str(password_file)!r}")
+    username = section.text("username", None)
+    if password is not None and username is None:
+        raise ConfigError(f"{section.key('username')} is missing; allowed: the basic-auth user that "
+                          "goes with the password")
+    return RemoteWriteSettings(**_common(section, "remote_write"), url=url, labels=tuple(sorted(labels)),
+                               username=username, password=password, token=token)
+
+
 def _datadog(section: _Section, env: Mapping[str, str]) -> DatadogSettings:
     site_default = (env.get("DD_SITE") or "").strip().lower() or DEFAULT_DATADOG_SITE
     if not _SITE_RE.match(site_default):
@@ -353,12 +418,14 @@ _PARSERS: dict[str, tuple[tuple[str, ...], Callable[[_Section, Mapping[str, str]
     "datadog": (("site", "endpoint", "api_key_file", "tags", "gzip"), _datadog),
     "cloudwatch": (("namespace", "region", "endpoint_url", "profile", "storage_resolution"), _cloudwatch),
     "otlp": (("endpoint", "encoding", "gzip", "headers_file", "service_name", "max_request_bytes"), _otlp),
+    "remote_write": (("url", "labels", "username", "password_file", "token_file"), _remote_write),
 }
 
 _SECRET_KEYS = {
     "api_key": "DD_API_KEY or a 0600 file named by api_key_file",
     "password": "FLOW_PUSHGATEWAY_PASSWORD or a 0600 file named by password_file",
     "headers": "OTEL_EXPORTER_OTLP_HEADERS or a 0600 file named by headers_file",
+    "token": "FLOW_REMOTE_WRITE_TOKEN or a 0600 file named by token_file",
 }
 
 
