@@ -31,7 +31,7 @@ def test_since_refuses_anything_else(text: str) -> None:
 def test_events_get_a_day_unless_asked_otherwise() -> None:
     request = plan_request("/v1/events", now_s=NOW)
     assert request.params == {"startTime": str(int(NOW) - DEFAULT_EVENTS_SINCE_S)}
-    assert request.notes and "1d" in request.notes[0]
+    assert request.notes and "the last 24h" in request.notes[0]
     assert plan_request("/v1/events", since_s=3600, now_s=NOW).params == {"startTime": str(int(NOW) - 3600)}
     given = plan_request("/v1/events", ["startTime=5"], now_s=NOW)
     assert given.params == {"startTime": "5"} and given.notes == ()

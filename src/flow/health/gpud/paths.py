@@ -227,6 +227,6 @@ def plan_request(
 
 def _duration(seconds: int) -> str:
     for unit, scale in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % scale == 0:
+        if seconds % scale == 0 and (unit != "d" or seconds > 86400):
             return f"{seconds // scale}{unit}"
     return f"{seconds}s"
