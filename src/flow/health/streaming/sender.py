@@ -7,6 +7,11 @@ where it is and is sent again after a wait: exponential backoff with full jitter
 that retrying fixes (or the server's Retry-After), the capped interval for the rest. Since
 the cursor only moves after an acknowledgement, a crash resends at most one batch.
 
+A partial batch (the tail of the log) is held until it fills, until its oldest record has
+waited `flush_s` (counted from the wake that first saw it), until the sampler marks a sample
+`urgent` (the node's status changed: a fault never waits for a batch to fill), or until
+shutdown. A backlog of a batch or more is sent at once, in full batches.
+
 Logging says what changed, not what repeated: the first failure of an outage, a change in the
 kind of failure, and the recovery, each once.
 """
@@ -71,8 +76,10 @@ class Streamer:
         poll_s: float,
         backoff: Backoff | None = None,
         shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
+        flush_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`flush_s`: the longest a partial batch is held (0: it is sent at once)."""
         self._source = source
         self._sink = sink
         self._cursor_file = cursor
@@ -80,6 +87,7 @@ class Streamer:
         self._poll_s = poll_s
         self._backoff = backoff or Backoff()
         self._grace_s = shutdown_grace_s
+        self._flush_s = flush_s
         self._clock = clock
         self._state: CursorState | None = None
         self.stats = StreamerStats()
@@ -132,8 +140,10 @@ class Streamer:
         self._state = state
         return state
 
-    async def run(self, stop: asyncio.Event, wake: asyncio.Event | None = None) -> None:
-        """Send until `stop` is set. `wake` is set by the sampler after each stored sample.
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event | None = None,
+                  urgent: asyncio.Event | None = None) -> None:
+        """Send until `stop` is set. `wake` is set by the sampler after each stored sample;
+        `urgent`, set before `wake`, says that sample must not wait for a batch to fill.
 
         On stop, while the destination is answering, what is left is sent for up to
         `shutdown_grace_s` (a clean restart leaves no backlog); a batch still in flight at the
@@ -141,6 +151,7 @@ class Streamer:
         """
         state = self._state or self.resume()
         wake = wake or asyncio.Event()
+        urgent = urgent or asyncio.Event()
         self._drain_until = None
         # One worker thread for the store reads and cursor writes: the reads stay in order, and
         # large buffers are not spread over many threads' malloc arenas (RSS stays flat).
@@ -148,6 +159,13 @@ class Streamer:
         # While a full batch is being sent, the next one is read (a backlog replay overlaps
         # disk and network); one read at a time, so the store's reader is never shared.
         prefetch: asyncio.Future[tuple[list[bytes], Any, Any]] | None = None
+        # A partial batch being held: its lines (later reads start after them, so a held
+        # batch is read once), and when its oldest line was first seen.
+        held: list[bytes] = []
+        held_next: Any = None
+        held_since: float | None = None
+        # An urgent sample is stored: send through the end of the log, partial batch included.
+        flushing = False
         try:
             while True:
                 if stop.is_set():
@@ -156,13 +174,24 @@ class Streamer:
                     if self._failing_since is not None or self._clock() >= self._drain_until:
                         return
                 wake.clear()
+                if urgent.is_set():
+                    # Cleared before the read, so that this read (or a later one) holds the
+                    # urgent sample; `flushing` lasts until a read reaches the end of the log.
+                    urgent.clear()
+                    flushing = True
                 prepared: Any = None
                 if prefetch is not None:
                     snapshots, next_position, prepared = await prefetch
                     prefetch = None
+                elif held:
+                    more, next_position = await self._read(held_next, self._batch_size - len(held))
+                    snapshots = held + more
                 else:
                     snapshots, next_position = await self._read(state.position)
+                held = []
                 if not snapshots:
+                    flushing = False
+                    held_since = None
                     if next_position != state.position:
                         # Only damaged lines (counted by the store): move past them for good.
                         state.position = next_position
@@ -170,14 +199,25 @@ class Streamer:
                             self._io, self._cursor_file.save, state)
                     if stop.is_set():
                         return
-                    await _wait_any(stop, wake, timeout=self._poll_s)
+                    await _wait_any(stop, wake, urgent, timeout=self._poll_s)
                     continue
-                if len(snapshots) >= self._batch_size:
+                partial = len(snapshots) < self._batch_size
+                if partial and not flushing and not stop.is_set():
+                    now = self._clock()
+                    if held_since is None:
+                        held_since = now
+                    if now < held_since + self._flush_s:
+                        held, held_next = snapshots, next_position
+                        await _wait_any(stop, wake, urgent, timeout=held_since + self._flush_s - now)
+                        continue
+                if not partial:
                     prefetch = asyncio.ensure_future(self._read_ahead(next_position))
                 outcome = await self._send_one(snapshots, stop, prepared)
                 if outcome is None:  # abandoned at shutdown
                     return
                 if isinstance(outcome, DeliveryError):
+                    # Read again from the cursor; `held_since` and `flushing` stand, so a due
+                    # or urgent batch stays due.
                     await _discard(prefetch)
                     prefetch = None
                     delay = self._on_failure(outcome)
@@ -185,18 +225,21 @@ class Streamer:
                         await _wait_any(stop, timeout=delay)
                     continue
                 await self._ack(state, snapshots, next_position)
-                if len(snapshots) < self._batch_size and not stop.is_set():
-                    # A partial batch was the end of the log: wait for the next sample (which
-                    # sets `wake`, cleared before that read) rather than read an empty tail.
-                    await _wait_any(stop, wake, timeout=self._poll_s)
+                if partial:
+                    flushing = False
+                    held_since = None
+                    if not stop.is_set():
+                        # A partial batch was the end of the log: wait for the next sample (which
+                        # sets `wake`, cleared before that read) rather than read an empty tail.
+                        await _wait_any(stop, wake, urgent, timeout=self._poll_s)
         finally:
             await _discard(prefetch)
             self._io.shutdown(wait=False)
             self._io = None
 
-    async def _read(self, position: Any) -> tuple[list[bytes], Any]:
+    async def _read(self, position: Any, limit: int | None = None) -> tuple[list[bytes], Any]:
         return await asyncio.get_running_loop().run_in_executor(
-            self._io, self._source.read_after, position, self._batch_size)
+            self._io, self._source.read_after, position, limit or self._batch_size)
 
     async def _read_ahead(self, position: Any) -> tuple[list[bytes], Any, Any]:
         """The next batch, and, when the sink can, its request body encoded ahead: a backlog
