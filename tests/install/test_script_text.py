@@ -171,7 +171,7 @@ def test_gpud_unit() -> None:
 
 def test_collector_unit_is_hardened_but_can_write_its_store() -> None:
     lines = units.collector_unit().splitlines()
-    for line in ("ExecStart=/opt/flow/venv/bin/flow health collect", "Restart=always",
+    for line in ("ExecStart=/opt/flow/venv/bin/flow health collect", "Restart=on-failure",
                  "EnvironmentFile=/etc/flow/metrics.env", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  "ReadWritePaths=/var/lib/flow", "ProtectHome=yes", "PrivateTmp=yes",
                  "StateDirectory=flow"):

@@ -64,7 +64,9 @@ After=network-online.target gpud.service
 Type=simple
 EnvironmentFile={env_file}
 ExecStart={flow} health collect
-Restart=always
+# Only a failure restarts it: a clean exit (SIGTERM, or FLOW_HEALTH_MONITORING=false, where
+# the collector exits 0 at once) stays stopped instead of restarting in a loop.
+Restart=on-failure
 RestartSec=10s
 # /var/lib/flow: the metrics store and the streaming cursor (FLOW_HOME, FLOW_METRICS_DIR).
 StateDirectory=flow
