@@ -21,6 +21,10 @@ PACKAGES=(
   "prometheus-pushgateway:prometheus-pushgateway"
   "curl:curl"
   "make:make"
+  "slurmctld:slurmctld"
+  "slurmd:slurmd"
+  "slurm-client:scontrol"
+  "munge:munged"
 )
 
 missing=()
