@@ -158,7 +158,10 @@ def test_gpud_component_verdicts() -> None:
                                repair_actions=("HARDWARE_INSPECTION",))
     degraded = replace(unhealthy, health="Degraded")
     v = score_snapshot(snap(components=(unhealthy,)))
-    assert v.status is HealthStatus.CRITICAL and v.reasons[0].action == "HARDWARE_INSPECTION"
+    assert v.status is HealthStatus.CRITICAL
+    # The action in words for the table; GPUd's enum kept beside it for --json and alerts.
+    assert v.reasons[0].action == "Have the node's hardware inspected (RMA the part if faulty)"
+    assert v.reasons[0].repair_actions == ("HARDWARE_INSPECTION",)
     assert score_snapshot(snap(components=(degraded,))).status is HealthStatus.DEGRADED
     ok = replace(unhealthy, health="Healthy")
     assert score_snapshot(snap(components=(ok,))).score == 100
@@ -176,11 +179,68 @@ def test_unreachable_gpud_is_unknown_with_the_reason() -> None:
     v = score_snapshot(s)
     assert v.status is HealthStatus.UNKNOWN and v.score is None
     assert v.reasons[0].message == "GPUd unreachable (timeout): no answer within 5 s"
+    # The reason's severity agrees with the status: an unjudged node never reads "critical".
+    assert v.reasons[0].severity is Severity.UNKNOWN
 
 
 def test_gpud_without_gpu_data_is_unknown() -> None:
     s = Snapshot(timestamp=NOW, task_id="t", gpud=GpudStatus(reachable=True))
-    assert score_snapshot(s).status is HealthStatus.UNKNOWN
+    v = score_snapshot(s)
+    assert v.status is HealthStatus.UNKNOWN and v.reasons[0].severity is Severity.UNKNOWN
+
+
+def test_fewer_gpus_than_expected_is_critical_and_names_the_counts() -> None:
+    s = snap(*(gpu(i) for i in range(6)), expected_gpus=8)
+    v = score_snapshot(s)
+    assert v.status is HealthStatus.CRITICAL
+    assert [(r.code, r.severity, r.message) for r in v.reasons] == [
+        ("gpu_missing", Severity.CRITICAL, "6 of 8 GPUs visible")]
+    assert score_snapshot(replace(s, expected_gpus=6)).score == 100
+    assert score_snapshot(replace(s, expected_gpus=None)).score == 100
+
+
+def test_a_missing_gpu_the_kernel_log_names_is_identified() -> None:
+    # An XID for a bus id GPUd does not list: the GPU NVML no longer enumerates.
+    lost = XidError(code=79, gpu="0000:5d:00.0", gpu_index=None)
+    v = score_snapshot(snap(*(gpu(i) for i in range(7)), expected_gpus=8, xids=(lost,)))
+    missing = next(r for r in v.reasons if r.code == "gpu_missing")
+    assert missing.message == "7 of 8 GPUs visible; missing: 0000:5d:00.0 (XID 79)"
+
+
+def test_gpud_listing_no_gpu_on_a_gpu_node_is_critical_not_unknown() -> None:
+    s = Snapshot(timestamp=NOW, task_id="t", gpud=GpudStatus(reachable=True), expected_gpus=8)
+    v = score_snapshot(s)
+    assert v.status is HealthStatus.CRITICAL and v.reasons[0].message == "0 of 8 GPUs visible"
+    # A partial answer cannot tell "no GPU" from "not read": unknown, as without an expectation.
+    partial = replace(s, read_errors=(ReadError(component="metrics", message="timed out"),))
+    assert score_snapshot(partial).status is HealthStatus.UNKNOWN
+
+
+def test_unreachable_node_never_gets_a_missing_gpu_reason() -> None:
+    s = Snapshot(timestamp=NOW, task_id="t", expected_gpus=8,
+                 gpud=GpudStatus(reachable=False, state="ssh_refused", error="refused"))
+    v = score_snapshot(s)
+    assert v.status is HealthStatus.UNKNOWN and [r.code for r in v.reasons] == ["gpud_unreachable"]
+
+
+def test_a_silent_gpu_is_degraded_and_named() -> None:
+    silent = GpuReading(index=3, uuid="GPU-3", bus_id="0000:5d:00.0", model="NVIDIA H100 80GB HBM3",
+                        silent=True)
+    v = score_snapshot(snap(*(gpu(i) for i in range(3)), silent, expected_gpus=4))
+    assert v.status is HealthStatus.DEGRADED
+    assert [(r.code, r.gpu, r.message) for r in v.reasons] == [
+        ("gpu_silent", 3, "GPU 3 (0000:5d:00.0) is listed by GPUd but reports no readings")]
+
+
+def test_repair_actions_are_said_in_words_in_gpuds_order() -> None:
+    state = ComponentState(component="accelerator-nvidia-error-xid", name="error_xid", health="Unhealthy",
+                           reason="XID 79", repair_actions=("REBOOT_SYSTEM", "HARDWARE_INSPECTION"))
+    r = score_snapshot(snap(components=(state,))).reasons[0]
+    assert r.action == ("Reboot the node (drain it first); then "
+                        "have the node's hardware inspected (RMA the part if faulty)")
+    assert r.repair_actions == ("REBOOT_SYSTEM", "HARDWARE_INSPECTION")
+    newer = replace(state, repair_actions=("SOMETHING_NEWER",))
+    assert score_snapshot(snap(components=(newer,))).reasons[0].action == "SOMETHING_NEWER"
 
 
 @pytest.mark.parametrize("score,status", [
@@ -243,6 +303,7 @@ gpu_strategy = st.builds(
     remap_pending=st.none() | st.booleans(),
     remap_failed=st.none() | st.booleans(),
     nvlink_crc_errors=opt_count,
+    silent=st.booleans(),
 )
 xid_strategy = st.builds(XidError, code=st.sampled_from([13, 31, 45, 48, 63, 79, 94, 145, 152, 999]),
                          gpu_index=st.none() | st.integers(0, 7))
@@ -257,6 +318,7 @@ snapshot_strategy = st.builds(
     gpus=st.lists(gpu_strategy, max_size=8).map(tuple),
     xids=st.lists(xid_strategy, max_size=4).map(tuple),
     components=st.lists(component_strategy, max_size=4).map(tuple),
+    expected_gpus=st.none() | st.integers(0, 8),
 )
 fault_strategy = st.one_of(
     st.builds(lambda t: ("gpu", lambda g: {"temp_c": max(g.temp_c or t, t)}), st.floats(76, 150)),

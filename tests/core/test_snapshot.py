@@ -37,12 +37,13 @@ def full_snapshot() -> Snapshot:
         ecc_volatile_uncorrected=1, ecc_aggregate_corrected=10, ecc_aggregate_uncorrected=2,
         remapped_rows_uncorrectable=1, remap_pending=True, remap_failed=False,
         nvlink_replay_errors=4, nvlink_recovery_errors=0, nvlink_crc_errors=7, processes=2,
+        silent=True,
     )
     # Every field set to something other than its default, so the test notices a forgotten one.
     assert all(getattr(gpu, f.name) != f.default for f in fields(GpuReading))
     s = Snapshot(
         timestamp=T, task_id="task-abc123", task_name="train-llm", node="10.0.0.5",
-        instance_type="h100.8xlarge",
+        instance_type="h100.8xlarge", expected_gpus=8,
         gpud=GpudStatus(reachable=True, state="ok", error=None, version="v0.5.1", api_schema="v0.5+",
                         driver_version="550.54.15", cuda_version="12.4", hostname="gpu-5",
                         boot_id="b-1", gpu_product="H100", latency_ms=12.5),

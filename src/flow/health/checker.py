@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from flow.config import Config, Thresholds
@@ -71,6 +71,7 @@ class NodeTarget:
     node: str
     ssh: SSHParams
     instance_type: str | None = None
+    expected_gpus: int | None = None  # the task's `gpus:`, else its instance type's count
     gpud_host: str = "127.0.0.1"
     gpud_port: int = 15132
 
@@ -83,7 +84,8 @@ def targets_for(tasks: Sequence[Task], config: Config) -> list[NodeTarget]:
         for node in task.nodes:
             targets.append(NodeTarget(
                 task_id=task.id, task_name=task.name, node=node.label, ssh=node_params(node),
-                instance_type=task.instance_type, gpud_host=host, gpud_port=port,
+                instance_type=task.instance_type, expected_gpus=task.gpu_count, gpud_host=host,
+                gpud_port=port,
             ))
     return targets
 
@@ -170,7 +172,8 @@ def failure_snapshot(target: NodeTarget, state: str, error: str, *, thresholds: 
     """An `unknown` snapshot for a node that could not be read, naming why."""
     snapshot = Snapshot(
         timestamp=utcnow(), task_id=target.task_id, task_name=target.task_name, node=target.node,
-        instance_type=target.instance_type, gpud=GpudStatus(reachable=False, state=state, error=error),
+        instance_type=target.instance_type, expected_gpus=target.expected_gpus,
+        gpud=GpudStatus(reachable=False, state=state, error=error),
     )
     return snapshot.with_verdict(score_snapshot(snapshot, thresholds))
 
@@ -313,8 +316,9 @@ class Checker:
 
     @staticmethod
     async def _read(client: GpudClient, target: NodeTarget) -> Snapshot:
-        return await client.read(task_id=target.task_id, task_name=target.task_name, node=target.node,
-                                 instance_type=target.instance_type)
+        snapshot = await client.read(task_id=target.task_id, task_name=target.task_name,
+                                     node=target.node, instance_type=target.instance_type)
+        return replace(snapshot, expected_gpus=target.expected_gpus)
 
     def _gpud_client(self, tunnel: Tunnel, deadline_s: float) -> GpudClient:
         return GpudClient(

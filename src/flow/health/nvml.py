@@ -142,7 +142,8 @@ class NvmlReader:
         for index in range(count):
             handle = self._query(nvml.nvmlDeviceGetHandleByIndex, index)
             if handle is None:
-                readings.append(GpuReading(index=index))
+                # NVML counts the device but cannot open it: listed, nothing read (scored silent).
+                readings.append(GpuReading(index=index, silent=True))
                 continue
             readings.append(self._read_one(nvml, index, handle))
         return tuple(readings)

@@ -62,6 +62,7 @@ class Sampler:
         host: the psutil sampler (None: no host metrics).
         nvml: the NVML reader used while GPUd is unreachable (None: never use NVML).
         boot_id: this machine's boot id (lets the GPUd client cache /machine-info per boot).
+        expected_gpus: the GPUs this node should have (None: unknown); fewer seen is critical.
     """
 
     def __init__(
@@ -74,8 +75,10 @@ class Sampler:
         thresholds: Thresholds = DEFAULT_THRESHOLDS,
         boot_id: str | None = None,
         clock: Callable[[], float] = time.monotonic,
+        expected_gpus: int | None = None,
     ) -> None:
         self._identity = identity
+        self._expected_gpus = expected_gpus
         self._gpud = gpud
         self._host = host
         self._nvml = nvml
@@ -104,6 +107,7 @@ class Sampler:
             snap = replace(snap, host=host)
         if not snap.gpud.reachable and self._nvml is not None:
             snap = await self._from_nvml(snap)
+        snap = replace(snap, expected_gpus=self._expected_gpus)
         snap = snap.with_verdict(score_snapshot(snap, self._thresholds, previous=self._previous))
         self._previous = snap
         self.latest = snap

@@ -8,12 +8,15 @@ The rules, their thresholds and penalties are documented in docs/scoring.md. In 
 - Any reason of severity `critical` caps the score at 59: the node is Critical.
 - Bands: Healthy 80-100, Degraded 60-79, Critical 0-59.
 - Unknown (score None) when there are no GPU readings: GPUd unreachable, or it gave no GPU data.
+  Its one reason has severity `unknown`: the node was not judged, so nothing reads "critical".
+- Fewer GPUs than the node should have (`snapshot.expected_gpus`) is critical; a GPU GPUd lists
+  but reports nothing for (`GpuReading.silent`) is a warning: neither is ever healthy.
 - A reading that is None triggers no rule: "not reported" is never "zero".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from flow.config import Thresholds
 from flow.health.snapshot import (
@@ -30,8 +33,10 @@ __all__ = [
     "CRITICAL_CAP",
     "DEFAULT_THRESHOLDS",
     "HW_THROTTLE_REASONS",
+    "REPAIR_ACTION_TEXT",
     "SW_THROTTLE_REASONS",
     "UNREACHABLE_ACTIONS",
+    "repair_actions_text",
     "score_snapshot",
     "status_for_score",
 ]
@@ -50,6 +55,27 @@ _THROTTLE_TEXT = {
     "hw_power_brake_slowdown": "power brake slowdown",
     "sw_thermal_slowdown": "software thermal slowdown",
 }
+
+
+#: GPUd's repair actions (`suggested_actions.repair_actions`) as an operator reads them.
+REPAIR_ACTION_TEXT: dict[str, str] = {
+    "IGNORE_NO_ACTION_REQUIRED": "No action required",
+    "REBOOT_SYSTEM": "Reboot the node (drain it first)",
+    "HARDWARE_INSPECTION": "Have the node's hardware inspected (RMA the part if faulty)",
+    "CHECK_USER_APP_AND_GPU": "Check the user's application first, then the GPU",
+}
+
+
+def repair_actions_text(actions: Sequence[str]) -> str:
+    """GPUd's repair-action enums in words, in GPUd's order; an enum this table lacks (a newer
+    GPUd's) is shown as GPUd wrote it rather than dropped."""
+    words = [REPAIR_ACTION_TEXT.get(a, a) for a in actions]
+    return "; then ".join([*words[:1], *(_lower_first(w) for w in words[1:])])
+
+
+def _lower_first(text: str) -> str:
+    # Only our own sentences: an enum GPUd added later stays exactly as GPUd wrote it.
+    return text[:1].lower() + text[1:] if text in REPAIR_ACTION_TEXT.values() else text
 
 
 def status_for_score(score: int) -> HealthStatus:
@@ -189,7 +215,7 @@ def _xid_reasons(snapshot: Snapshot, t: Thresholds) -> Iterable[Reason]:
         yield Reason(code=code, severity=severity, gpu=xid.gpu_index, value=float(xid.code),
                      message=f"XID {xid.code} ({info.name}) on {where}",
                      action=info.action, penalty=t.penalty(code),
-                     component="accelerator-nvidia-error-xid")
+                     component="accelerator-nvidia-error-xid", repair_actions=info.repair_actions)
 
 
 def _component_reasons(snapshot: Snapshot, t: Thresholds) -> Iterable[Reason]:
@@ -201,16 +227,52 @@ def _component_reasons(snapshot: Snapshot, t: Thresholds) -> Iterable[Reason]:
         else:
             continue
         detail = state.reason or state.error or state.health
-        action = (", ".join(state.repair_actions) if state.repair_actions
+        action = (repair_actions_text(state.repair_actions) if state.repair_actions
                   else "See the component's reason")
         yield Reason(code=code, severity=severity, component=state.component,
                      message=f"GPUd {state.component}: {state.health}: {detail}",
-                     action=action, penalty=t.penalty(code))
+                     action=action, penalty=t.penalty(code), repair_actions=state.repair_actions)
     for error in snapshot.read_errors:
         yield Reason(code="component_unreadable", severity=Severity.INFO,
                      component=error.component, penalty=t.penalty("component_unreadable"),
                      message=f"GPUd {error.component}: unreadable: {error.message}",
                      action="Check the GPUd version; this component's data was skipped")
+
+
+_MISSING_ACTION = ("A GPU that vanishes from NVML has usually fallen off the bus: check nvidia-smi "
+                   "and the kernel log (XID 79) on the node; drain it and power-cycle; RMA the GPU "
+                   "if it stays missing")
+_SILENT_ACTION = ("NVML no longer answers for this GPU: check nvidia-smi and the kernel log (XID 79) "
+                  "on the node; drain it and reset the GPU or power-cycle")
+
+
+def _unlisted_xid_gpus(snapshot: Snapshot) -> list[str]:
+    """GPUs an XID names that GPUd does not list (the kernel log remembers a GPU NVML lost)."""
+    named: dict[str, list[int]] = {}
+    for xid in snapshot.xids:
+        if xid.gpu_index is None and xid.gpu:
+            codes = named.setdefault(xid.gpu, [])
+            if xid.code not in codes:
+                codes.append(xid.code)
+    return [f"{gpu} (XID {', '.join(str(c) for c in codes)})" for gpu, codes in named.items()]
+
+
+def _gpu_count_reasons(snapshot: Snapshot, t: Thresholds) -> Iterable[Reason]:
+    """Fewer GPUs than expected (critical), and GPUs GPUd lists but reads nothing from (warning)."""
+    expected, seen = snapshot.expected_gpus, len(snapshot.gpus)
+    if expected is not None and seen < expected:
+        named = _unlisted_xid_gpus(snapshot)
+        which = f"; missing: {', '.join(named)}" if named else ""
+        yield Reason(code="gpu_missing", severity=Severity.CRITICAL, value=float(expected - seen),
+                     message=f"{seen} of {expected} GPUs visible{which}",
+                     action=_MISSING_ACTION, penalty=t.penalty("gpu_missing"))
+    for gpu in snapshot.gpus:
+        if gpu.silent:
+            ident = gpu.bus_id or gpu.uuid  # the bus id is what nvidia-smi and the kernel log show
+            yield Reason(code="gpu_silent", severity=Severity.WARNING, gpu=gpu.index,
+                         message=f"GPU {gpu.index}{f' ({ident})' if ident else ''} is listed by GPUd "
+                                 "but reports no readings",
+                         action=_SILENT_ACTION, penalty=t.penalty("gpu_silent"))
 
 
 #: What to do about each way of not reaching GPUd (GpudStatus.state).
@@ -236,15 +298,22 @@ def _unknown(snapshot: Snapshot) -> Verdict:
     gpud = snapshot.gpud
     if not gpud.reachable:
         detail = gpud.error or gpud.state
-        reason = Reason(code="gpud_unreachable", severity=Severity.CRITICAL,
+        reason = Reason(code="gpud_unreachable", severity=Severity.UNKNOWN,
                         message=f"GPUd unreachable ({gpud.state}): {detail}",
                         action=UNREACHABLE_ACTIONS.get(
                             gpud.state, "Check the node, its SSH access and the gpud service"))
     else:
-        reason = Reason(code="no_gpu_data", severity=Severity.WARNING,
+        reason = Reason(code="no_gpu_data", severity=Severity.UNKNOWN,
                         message="GPUd answered but reported no GPU data",
                         action="Check the NVIDIA driver (nvidia-smi) and GPUd's NVML components")
     return Verdict(score=None, status=HealthStatus.UNKNOWN, reasons=(reason,))
+
+
+def _answered_without_gpus(snapshot: Snapshot) -> bool:
+    """GPUd answered in full and lists no GPU on a node that should have some: that is a
+    verdict (every GPU missing), not an unknown. A partial answer (a read error) stays unknown."""
+    return (snapshot.gpud.reachable and not snapshot.read_errors
+            and bool(snapshot.expected_gpus))
 
 
 def score_snapshot(
@@ -254,10 +323,10 @@ def score_snapshot(
     previous: Snapshot | None = None,
 ) -> Verdict:
     """Score one snapshot. `previous` (the same node's last snapshot) enables growth rules."""
-    if not snapshot.gpus:
+    if not snapshot.gpus and not _answered_without_gpus(snapshot):
         return _unknown(snapshot)
     t = thresholds
-    reasons: list[Reason] = []
+    reasons: list[Reason] = list(_gpu_count_reasons(snapshot, t))
     for gpu in snapshot.gpus:
         reasons.extend(_gpu_reasons(gpu, t))
     reasons.extend(_nvlink_reasons(snapshot.gpus, previous, t))

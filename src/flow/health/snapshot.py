@@ -52,8 +52,12 @@ class HealthStatus(str, Enum):
 
 
 class Severity(str, Enum):
+    """How bad one reason is. `unknown` is the reason behind an Unknown verdict (GPUd not
+    reached, no GPU data): it says the node could not be judged, so it never reads as critical."""
+
     INFO = "info"
     WARNING = "warning"
+    UNKNOWN = "unknown"
     CRITICAL = "critical"
 
     def __str__(self) -> str:
@@ -64,7 +68,7 @@ class Severity(str, Enum):
         return _SEVERITY_RANK[self]
 
 
-_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.UNKNOWN: 2, Severity.CRITICAL: 3}
 
 
 def utcnow() -> datetime:
@@ -154,6 +158,8 @@ class Reason:
     component: str | None = None
     penalty: int = 0
     value: float | None = None  # the reading that fired the rule (°C, %, count), for ranking
+    # GPUd's repair-action enums (REBOOT_SYSTEM, ...) behind `action`, which says them in words.
+    repair_actions: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +171,7 @@ class Reason:
             "component": self.component,
             "penalty": self.penalty,
             "value": self.value,
+            "repair_actions": list(self.repair_actions),
         }
 
     @classmethod
@@ -182,6 +189,7 @@ class Reason:
             component=_opt_str(d.get("component")),
             penalty=_opt_int(d.get("penalty")) or 0,
             value=_opt_float(d.get("value")),
+            repair_actions=_strs(d.get("repair_actions")),
         )
 
 
@@ -254,6 +262,9 @@ class GpuReading:
     nvlink_recovery_errors: int | None = None
     nvlink_crc_errors: int | None = None
     processes: int | None = None
+    # GPUd lists the GPU (machine-info: NVML enumerated it when GPUd started) but no metric or
+    # component reported a reading for it: usually a GPU lost since (fallen off the bus).
+    silent: bool = False
 
     @property
     def mem_used_pct(self) -> float | None:
@@ -306,6 +317,7 @@ class GpuReading:
             nvlink_recovery_errors=_opt_int(d.get("nvlink_recovery_errors")),
             nvlink_crc_errors=_opt_int(d.get("nvlink_crc_errors")),
             processes=_opt_int(d.get("processes")),
+            silent=d.get("silent") is True,
         )
 
 
@@ -535,6 +547,8 @@ class Snapshot:
     task_name: str = ""
     node: str = ""
     instance_type: str | None = None
+    # GPUs the node should have: the task's `gpus:`, else its instance type's count; None unknown.
+    expected_gpus: int | None = None
     gpud: GpudStatus = field(default_factory=lambda: GpudStatus(reachable=False, state="absent"))
     gpus: tuple[GpuReading, ...] = ()
     host: HostMetrics | None = None
@@ -560,6 +574,7 @@ class Snapshot:
             "task_name": self.task_name,
             "node": self.node,
             "instance_type": self.instance_type,
+            "expected_gpus": self.expected_gpus,
             "gpud": self.gpud.to_dict(),
             "gpus": [g.to_dict() for g in self.gpus],
             "host": self.host.to_dict() if self.host else None,
@@ -590,6 +605,7 @@ class Snapshot:
             task_name=str(d.get("task_name") or ""),
             node=str(d.get("node") or ""),
             instance_type=_opt_str(d.get("instance_type")),
+            expected_gpus=_opt_int(d.get("expected_gpus")),
             gpud=GpudStatus.from_dict(gpud) if isinstance(gpud, Mapping) else GpudStatus(
                 reachable=False, state="absent"
             ),

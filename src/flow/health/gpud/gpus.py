@@ -109,9 +109,12 @@ class GpuTable:
         return None
 
     def readings(self, *, model: str | None = None) -> tuple[GpuReading, ...]:
+        """One reading per GPU; a GPU only machine-info names (no reading at all) is `silent`."""
         result = []
         for index, entry in enumerate(self._ordered()):
             values = dict(entry.values)
+            silent = not values
             values.setdefault("model", model)
-            result.append(GpuReading(index=index, uuid=entry.uuid, bus_id=entry.bus_id, **values))
+            result.append(GpuReading(index=index, uuid=entry.uuid, bus_id=entry.bus_id, silent=silent,
+                                     **values))
         return tuple(result)

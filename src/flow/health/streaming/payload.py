@@ -65,6 +65,9 @@ _HEAD = b'{"schema":%d,' % SCHEMA_VERSION
 # The top-level keys after the identity, in Snapshot.to_dict() order.
 _MARKERS = (b',"gpud":', b',"gpus":', b',"host":', b',"components":', b',"events":', b',"xids":',
             b',"read_errors":', b',"verdict":')
+# The identity keys a stored line starts with: before and since `expected_gpus` (not streamed).
+_IDENTITY = ["schema", "timestamp", "task_id", "task_name", "node", "instance_type"]
+_IDENTITIES = (_IDENTITY, [*_IDENTITY, "expected_gpus"])
 _ENVELOPE_HEAD = orjson.dumps({"source": PAYLOAD_SOURCE, "version": PAYLOAD_VERSION})[:-1] + b',"metrics":['
 
 
@@ -119,8 +122,7 @@ def _split(line: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
         ident = orjson.loads(line[: cuts[0]] + b"}")
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(ident, dict) or list(ident) != ["schema", "timestamp", "task_id", "task_name",
-                                                      "node", "instance_type"]:
+    if not isinstance(ident, dict) or list(ident) not in _IDENTITIES:
         return None
     ends = [*cuts[1:], len(line) - 1]
     values = [line[c + len(m): e] for c, m, e in zip(cuts, _MARKERS, ends, strict=True)]
