@@ -133,6 +133,20 @@ def test_every_scenario_and_failure_class_through_real_sshd(
     assert "mem_critical" in codes("sim-memory-pressure")
     assert "util_low" in codes("sim-idle")
 
+    # A GPU gone from NVML: seven listed where the instance type (h100.8xlarge) has eight.
+    missing = by_name["sim-gpu-missing"]
+    assert (state("sim-gpu-missing"), len(missing["gpus"]), missing["expected_gpus"]) == ("ok", 7, 8)
+    assert status("sim-gpu-missing") == "critical"
+    assert [(r["code"], r["severity"], r["message"]) for r in missing["verdict"]["reasons"]] == [
+        ("gpu_missing", "critical", "7 of 8 GPUs visible")]
+    # A GPU lost after GPUd started: listed by machine-info, read by nothing.
+    silent = by_name["sim-gpu-silent"]
+    assert [g["index"] for g in silent["gpus"] if g["silent"]] == [3]
+    assert status("sim-gpu-silent") == "degraded"
+    (reason,) = silent["verdict"]["reasons"]
+    assert (reason["code"], reason["severity"], reason["gpu"]) == ("gpu_silent", "warning", 3)
+    assert reason["message"] == "GPU 3 (0000:5d:00.0) is listed by GPUd but reports no readings"
+
     expected_states = {
         "sim-gpud-down": "not_listening",
         "sim-gpud-slow": "timeout",
@@ -148,6 +162,9 @@ def test_every_scenario_and_failure_class_through_real_sshd(
         assert state(name) == expected, (name, by_name[name]["gpud"])
         assert status(name) == "unknown"
         assert by_name[name]["gpud"]["error"], name
+        # Not judged, so not "critical", and no missing-GPU reason for a node nobody could read.
+        reasons = by_name[name]["verdict"]["reasons"]
+        assert [(r["code"], r["severity"]) for r in reasons] == [("gpud_unreachable", "unknown")], name
     assert "known_hosts" in by_name["key-changed"]["gpud"]["error"]
 
     summary = doc["summary"]
@@ -182,5 +199,54 @@ def test_table_view_and_fail_on(
         detail = capsys.readouterr().out
         assert "GPUd components" in detail and "accelerator-nvidia-error-xid" in detail
         assert "Why this score" in detail
+    finally:
+        fleet.stop()
+
+
+def test_issues_table_says_actions_in_words_and_severity_agrees_with_status(
+    flow_home: Path, isolated_home: Path, sshd: SshdServer, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    fleet = start_fleet_in_thread(4, scenario=["gpu-missing", "gpu-silent", "row-remap-failed", "gpud-down"])
+    try:
+        tasks = [_task(i, f"words-{node.scenario}", sshd.port, sshd.user, sshd.client_key.path, node.port)
+                 for i, node in enumerate(fleet.nodes)]
+        Inventory(flow_home / "tasks.yaml", tasks).save()
+        assert main(["health", "--gpu"]) == 0
+        out = capsys.readouterr().out
+        issues = out[out.index("Issues"):]
+
+        def issue_line(task: str) -> str:
+            """The task's rows, each with the lines a long cell folds onto joined back."""
+            lines = issues.splitlines()
+            starts = [i for i, ln in enumerate(lines) if task in ln]
+            assert starts, task
+            row: list[str] = []
+            for start in starts:
+                row.append(lines[start])
+                for ln in lines[start + 1:]:
+                    if not ln.startswith("│ ") or ln[2] != " ":
+                        break  # a border, or the next row
+                    row.append(ln)
+            return " ".join(" ".join(ln.replace("│", " ").split()) for ln in row)
+
+        assert "7 of 8 GPUs visible" in issue_line("words-gpu-missing")
+        assert "critical" in issue_line("words-gpu-missing")
+        assert "is listed by GPUd but reports no readings" in issue_line("words-gpu-silent")
+        assert "warning" in issue_line("words-gpu-silent")
+        # GPUd's HARDWARE_INSPECTION, in words; the enum itself stays out of the table.
+        assert "Have the node's hardware inspected" in issue_line("words-row-remap-failed")
+        assert "HARDWARE_INSPECTION" not in out and "REBOOT_SYSTEM" not in out
+        # The unreachable node: unknown in the fleet table, unknown on its issue line.
+        down = issue_line("words-gpud-down")
+        assert "GPUd unreachable" in down and "unknown" in down and "critical" not in down
+
+        assert main(["health", "--gpu", "--json"]) == 0
+        doc = orjson.loads(capsys.readouterr().out)
+        by_name = {n["task_name"]: n for n in doc["nodes"]}
+        remap_reasons = by_name["words-row-remap-failed"]["verdict"]["reasons"]
+        assert any(r["repair_actions"] == ["HARDWARE_INSPECTION"]
+                   and r["action"].startswith("Have the node's hardware inspected") for r in remap_reasons)
     finally:
         fleet.stop()

@@ -14,7 +14,9 @@ import pytest
 from flow.cli.main import main
 from flow.fleet.inventory import Inventory
 from flow.fleet.model import Node, Task
+from flow.health.demo import DEMO_EXTRA_SCENARIOS
 from flow.health.scoring import score_snapshot
+from flow.health.sim import SCENARIOS
 from flow.health.snapshot import GpudStatus, GpuReading, Snapshot, utcnow
 from flow.health.storage import MetricsStore
 from sshd_support import SshdServer
@@ -168,7 +170,8 @@ def test_demo_shows_every_kind_of_node_as_a_new_user_would(tmp_path: Path) -> No
         assert status in line, line
     assert "GPU 0 row remapping failed" in out or "row remapping" in out
     assert "XID 79" in out and "not installed" in out and "connection refused" in out
-    assert "Nodes: 17" in out and "Issues" in out
+    assert f"Nodes: {len(SCENARIOS) + len(DEMO_EXTRA_SCENARIOS)}" in out and "Issues" in out
+    assert "7 of 8 GPUs visible" in out and "is listed by GPUd but reports no readings" in out
     assert "\x1b[" not in out  # NO_COLOR / not a TTY: plain text
     assert not list(tmp_path.glob(".flow*"))  # nothing written to the real home
 

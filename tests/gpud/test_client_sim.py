@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -66,6 +66,8 @@ def test_every_reachable_scenario_reads_cleanly(reads: dict[str, Read]) -> None:
         assert snap.gpud.reachable and snap.gpud.state == "ok", scenario
         assert snap.gpud.api_schema == VERSIONS[read.version], scenario
         assert snap.read_errors == (), (scenario, snap.read_errors)
+        if scenario in ("gpu-missing", "gpu-silent"):
+            continue  # one GPU fewer, or one without readings: their own tests below
         assert len(snap.gpus) == 2 and [g.index for g in snap.gpus] == [0, 1], scenario
         assert all(g.uuid and g.bus_id and g.temp_c is not None for g in snap.gpus), scenario
         assert snap.host is not None and snap.host.cpu_pct is not None, scenario
@@ -162,6 +164,31 @@ def test_idle(reads: dict[str, Read]) -> None:
     assert all(g.util_gpu_pct is not None and g.util_gpu_pct < 10 for g in read.snapshot.gpus)
     assert all("gpu_idle" in g.throttle_reasons for g in read.snapshot.gpus)
     assert "util_low" in read.codes and read.verdict.status is not HealthStatus.CRITICAL
+
+
+def test_gpu_missing_lists_one_gpu_fewer(reads: dict[str, Read]) -> None:
+    # Nothing in GPUd's answers names the absent GPU: only the expected count can catch it.
+    snap = reads["gpu-missing"].snapshot
+    assert [g.index for g in snap.gpus] == [0] and not snap.gpus[0].silent
+    assert snap.gpus[0].temp_c is not None
+    v = score_snapshot(replace(snap, expected_gpus=2))
+    assert v.status is HealthStatus.CRITICAL
+    assert [(r.code, r.message) for r in v.reasons][:1] == [("gpu_missing", "1 of 2 GPUs visible")]
+
+
+def test_gpu_silent_is_listed_without_readings(reads: dict[str, Read]) -> None:
+    read = reads["gpu-silent"]
+    snap = read.snapshot
+    if read.version == "v0.4.5":
+        # v0.4 has no /machine-info: a GPU without readings is not listed at all (it is missing).
+        assert len(snap.gpus) == 1 and not snap.gpus[0].silent
+        return
+    assert [(g.index, g.silent) for g in snap.gpus] == [(0, False), (1, True)]
+    lost = snap.gpus[1]
+    assert lost.uuid and lost.bus_id and lost.temp_c is None and lost.util_gpu_pct is None
+    assert read.verdict.status is HealthStatus.DEGRADED
+    assert [(r.code, r.gpu) for r in read.verdict.reasons] == [("gpu_silent", 1)]
+    assert f"GPU 1 ({lost.bus_id}) is listed by GPUd" in read.verdict.reasons[0].message
 
 
 def test_gpud_down_is_not_listening(reads: dict[str, Read]) -> None:

@@ -231,3 +231,45 @@ def test_gpud_garbage_answers_200_with_a_body_that_is_not_gpuds(by_scenario: dic
 def _unix(rfc3339: str) -> int:
     import calendar
     return calendar.timegm(time.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _uuids_in(value: object) -> set[str]:
+    """Every GPU UUID anywhere in a decoded JSON value (blob fields, metric labels)."""
+    if isinstance(value, dict):
+        return set().union(*(_uuids_in(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_uuids_in(v) for v in value))
+    return {value} if isinstance(value, str) and value.startswith("GPU-") else set()
+
+
+def _read_gpus(client: httpx.Client, node: SimNode) -> tuple[list[dict[str, str]], set[str], set[str]]:
+    """machine-info's GPU list, the UUIDs the metrics name and the UUIDs the state blobs name."""
+    listed = get_json(client, node, "/machine-info")["gpuInfo"]["gpus"]
+    metrics = get_json(client, node, "/v1/metrics", since="10m")
+    in_metrics = _uuids_in([m.get("labels", {}) for entry in metrics for m in entry["metrics"]])
+    in_blobs: set[str] = set()
+    for entry in get_json(client, node, "/v1/states"):
+        for st in entry["states"]:
+            if "extra_info" in st and entry["component"] != "accelerator-nvidia-error-xid":
+                in_blobs |= _uuids_in(blob(st))
+    return listed, in_metrics, in_blobs
+
+
+def test_gpu_missing_is_absent_from_every_answer(
+    by_scenario: dict[str, SimNode], client: httpx.Client
+) -> None:
+    # As after a reboot without the GPU: NVML enumerates one fewer and the driver numbers the rest.
+    listed, in_metrics, in_blobs = _read_gpus(client, by_scenario["gpu-missing"])
+    assert [g["minorID"] for g in listed] == ["0"]
+    assert in_metrics == in_blobs == {g["uuid"] for g in listed}
+    healthy, _, _ = _read_gpus(client, by_scenario["healthy"])
+    assert len(healthy) == 2
+
+
+def test_gpu_silent_is_listed_but_never_read(by_scenario: dict[str, SimNode], client: httpx.Client) -> None:
+    # Lost after GPUd started: machine-info (NVML's list at start) still names it, no reading does.
+    listed, in_metrics, in_blobs = _read_gpus(client, by_scenario["gpu-silent"])
+    assert [g["minorID"] for g in listed] == ["0", "1"]
+    answering, lost = listed[0]["uuid"], listed[1]["uuid"]
+    assert in_metrics == in_blobs == {answering}
+    assert lost not in in_metrics | in_blobs

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from flow.health.sim.hardware import GpuModel
 
 __all__ = [
+    "FAULTY_SLOT",
     "SAMPLE_INTERVAL_S",
     "GpuIdentity",
     "GpuSample",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 SAMPLE_INTERVAL_S = 60
+#: The GPU that scenarios gpu-missing and gpu-silent lose (the last one on smaller nodes).
+FAULTY_SLOT = 3
 
 _M64 = (1 << 64) - 1
 # PCI bus ids of the 8 GPUs of an HGX H100 board (lower case, 4-digit domain, as GPUd prints them).
@@ -100,6 +103,14 @@ class NodeProfile:
     host_mem_total_bytes: int
     disk_total_bytes: int
     xid: XidIncident | None
+    # GPUs NVML enumerated when GPUd started (so /machine-info lists them) that no longer answer:
+    # no metric and no component reading carries them (scenario `gpu-silent`).
+    lost: tuple[GpuIdentity, ...] = ()
+
+    @property
+    def listed_gpus(self) -> tuple[GpuIdentity, ...]:
+        """The GPUs /machine-info lists: those that answer and those lost since GPUd started."""
+        return tuple(sorted((*self.gpus, *self.lost), key=lambda g: g.index))
 
 
 @dataclass(frozen=True)
@@ -171,6 +182,15 @@ def make_profile(
         )
         for i in range(gpu_count)
     )
+    lost: tuple[GpuIdentity, ...] = ()
+    gone = min(FAULTY_SLOT, gpu_count - 1)
+    if scenario == "gpu-missing":
+        # The board came up without one GPU: NVML enumerates the others and the driver numbers
+        # them (minor ids) 0..n-2 in bus order, so nothing in GPUd's answers names the absent one.
+        gpus = tuple(replace(g, index=n) for n, g in enumerate(g for g in gpus if g.index != gone))
+    elif scenario == "gpu-silent":
+        lost = tuple(g for g in gpus if g.index == gone)
+        gpus = tuple(g for g in gpus if g.index != gone)
     incident_ts = started_ts - 300 - int(unit(seed, 11) * 600)
     xid: XidIncident | None = None
     if scenario == "xid-fatal":
@@ -195,6 +215,7 @@ def make_profile(
         host_mem_total_bytes=gpu_count * (256 if big else 64) * 1024**3 - 7_340_032 * 1024,
         disk_total_bytes=1_888_587_489_280,
         xid=xid,
+        lost=lost,
     )
 
 
