@@ -93,6 +93,9 @@ def tasks_group() -> None:
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A label (repeatable).")
 @click.option("--gpud-port", type=click.IntRange(1, 65535),
               help="GPUd's port on these nodes (default: FLOW_GPUD_PORT).")
+@click.option("--scheduler-node", "scheduler_nodes", multiple=True, metavar="NAME",
+              help="The node's name in the scheduler (Slurm NodeName) when it is not the host's "
+                   "short name; repeat it once per node, in the order --host, --node ...")
 @click.option("--json", "as_json", is_flag=True, help="Print the new task as JSON.")
 def add(
     name: str,
@@ -105,22 +108,32 @@ def add(
     gpus: int | None,
     labels: tuple[str, ...],
     gpud_port: int | None,
+    scheduler_nodes: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Add a task NAME with one node (--host) or several (--host plus --node ...)."""
     specs = ([host] if host else []) + list(nodes)
     if not specs:
         raise click.UsageError("give the task's node: --host HOST (and --node HOST for more nodes)")
+    if scheduler_nodes and len(scheduler_nodes) != len(specs):
+        raise click.BadParameter(
+            f"{len(scheduler_nodes)} given for {len(specs)} node(s); allowed: one per node, in the "
+            "order --host, --node ...", param_hint="'--scheduler-node'")
     if key is not None and not Path(key).expanduser().is_file():
         raise click.BadParameter(f"{key!r} is not a file; allowed: a private key file", param_hint="'--key'")
     parsed_labels = _parse_labels(labels)
     node_list: list[Node] = []
-    for spec in specs:
+    for index, spec in enumerate(specs):
         try:
             node = parse_node_spec(spec, user=user, port=port)
-            node_list.append(Node(host=node.host, port=node.port, user=node.user, identity_file=key))
         except FieldError as exc:
             raise click.BadParameter(exc.message, param_hint="'--host' / '--node'") from None
+        try:
+            node_list.append(Node(host=node.host, port=node.port, user=node.user, identity_file=key,
+                                  scheduler_node=scheduler_nodes[index] if scheduler_nodes else None))
+        except FieldError as exc:
+            hint = "'--scheduler-node'" if exc.field == "scheduler_node" else "'--host' / '--node'"
+            raise click.BadParameter(exc.message, param_hint=hint) from None
     config = get_config()
     with Inventory.edit(config.tasks_file) as inventory:
         try:
@@ -182,7 +195,7 @@ def show(task: str, as_json: bool) -> None:
         click.echo(f"  label:         {key}={value}")
     for index, node in enumerate(found.nodes):
         key_text = f"  key {node.identity_file}" if node.identity_file else ""
-        click.echo(f"  node {index}:        {node.label}{key_text}")
+        click.echo(f"  node {index}:        {node.label}{key_text}  scheduler node {node.scheduler_name}")
 
 
 @tasks_group.command("remove")

@@ -32,6 +32,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%-]+$")
 _USER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.@-]*$")
+# A scheduler's node name (Slurm NodeName): no spaces, commas or brackets, which its host lists use.
+_SCHEDULER_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NODE_FIELDS = ("host", "port", "user", "identity_file", "scheduler_node")
 
 
 class FieldError(ValueError):
@@ -80,13 +83,15 @@ class Node:
     """One machine of a task. `None` fields fall back to ~/.ssh/config, then SSH defaults.
 
     `identity_file` is kept as written (`~` unexpanded); without one, the agent and the default
-    keys are offered.
+    keys are offered. `scheduler_node` is the node's name in the scheduler (Slurm's NodeName),
+    when it is not the host's short name (`scheduler_name`).
     """
 
     host: str
     port: int | None = None
     user: str | None = None
     identity_file: str | None = None
+    scheduler_node: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.host, str) or not _HOST_RE.match(self.host):
@@ -94,6 +99,20 @@ class Node:
         _port(self.port, "port")
         _optional_str(self.user, "user", _USER_RE)
         _optional_str(self.identity_file, "identity_file")
+        name = self.scheduler_node
+        if name is not None and (not isinstance(name, str) or not _SCHEDULER_NODE_RE.match(name)):
+            raise FieldError("scheduler_node", f"{self.scheduler_node!r} is not a scheduler node name; "
+                             "allowed: letters, digits, '.', '_', '-' (at most 64)")
+
+    @property
+    def scheduler_name(self) -> str:
+        """The node's name in the scheduler: `scheduler_node`, else the host's short name
+        (`gpu001` for `gpu001.cluster.local`; an address stays whole)."""
+        if self.scheduler_node is not None:
+            return self.scheduler_node
+        if ":" in self.host or self.host.replace(".", "").isdigit():
+            return self.host
+        return self.host.split(".", 1)[0]
 
     @property
     def label(self) -> str:
@@ -108,7 +127,7 @@ class Node:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"host": self.host}
-        for key in ("port", "user", "identity_file"):
+        for key in _NODE_FIELDS[1:]:
             value = getattr(self, key)
             if value is not None:
                 data[key] = value
@@ -122,12 +141,12 @@ class Node:
             except FieldError as exc:
                 raise FieldError(field, exc.message) from None
         if not isinstance(raw, Mapping):
-            raise FieldError(field, f"{raw!r} is not a mapping with host, port, user, identity_file")
-        unknown = set(raw) - {"host", "port", "user", "identity_file"}
+            raise FieldError(field, f"{raw!r} is not a mapping with " + ", ".join(_NODE_FIELDS))
+        unknown = set(raw) - set(_NODE_FIELDS)
         if unknown:
             raise FieldError(
                 f"{field}.{sorted(unknown)[0]}",
-                "is not a node field; allowed: host, port, user, identity_file",
+                "is not a node field; allowed: " + ", ".join(_NODE_FIELDS),
             )
         try:
             return cls(
@@ -135,6 +154,7 @@ class Node:
                 port=raw.get("port"),
                 user=raw.get("user"),
                 identity_file=raw.get("identity_file"),
+                scheduler_node=raw.get("scheduler_node"),
             )
         except FieldError as exc:
             raise FieldError(f"{field}.{exc.field}", exc.message) from None
