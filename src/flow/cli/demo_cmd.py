@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from flow.cli.common import EXIT_OK, print_json
 from flow.cli.numbers import DEMO_TIMEOUT_RANGE, Bounded
 from flow.config import load_config
 from flow.health.checker import Checker, SweepOptions, SweepResult, targets_for
-from flow.health.demo import DemoFleet
+from flow.health.demo import DEMO_EXTRA_SCENARIOS, DemoFleet
 from flow.health.documents import fleet_document
 from flow.health.render import TaskDetail, fleet_view
 from flow.health.snapshot import HealthStatus
@@ -27,12 +29,13 @@ __all__ = ["demo"]
 
 @click.command("demo")
 @click.option("--nodes", type=click.IntRange(1, 2000), default=None,
-              help="Simulated nodes (default: one per scenario, 17). Past 17 the rest are healthy.")
+              help="Simulated nodes (default: one per scenario, 19). Past 19 the rest are healthy.")
 @click.option("--timeout", "timeout_s", type=Bounded(DEMO_TIMEOUT_RANGE), default=5.0, show_default=True,
               help="Deadline per node, 0.5-3600 s (the gpud-slow node answers after 30 s, so it hits this).")
 @click.option("--json", "as_json", is_flag=True, help="Print the sweep as JSON instead of tables.")
 @click.option("--keep", is_flag=True,
-              help="Keep the fleet running after the sweep (until Ctrl-C) to try other commands on it.")
+              help="Keep the fleet running after the sweep (until Ctrl-C or SIGTERM) to try other "
+                   "commands on it: flow health, flow ssh, flow logs.")
 def demo(nodes: int | None, timeout_s: float, as_json: bool, keep: bool) -> None:
     """Sweep a simulated fleet that covers every scenario, through real SSH tunnels.
 
@@ -40,18 +43,35 @@ def demo(nodes: int | None, timeout_s: float, as_json: bool, keep: bool) -> None
     XIDs, row remapping pending/failed, NVLink errors, memory pressure, idle, GPUd down/slow/
     garbage, SSH refused, GPUd not installed), each behind its own SSH server on 127.0.0.1,
     writes a throw-away inventory under a temporary FLOW_HOME and runs the real `flow health
-    --gpu` sweep. Nothing outside the temporary directory is touched.
+    --gpu` sweep. Nothing outside the temporary directory is touched, and the directory (its
+    private key included) is deleted when the demo ends: normally, on Ctrl-C, SIGTERM or SIGHUP.
+
+    The nodes take `flow ssh` and `flow logs`: a command sent to a demo node runs on this
+    machine, as you, in the node's directory under the temporary FLOW_HOME.
     """
     home = Path(tempfile.mkdtemp(prefix="flow-demo-"))
     try:
         asyncio.run(_run(home, nodes=nodes, timeout_s=timeout_s, as_json=as_json, keep=keep))
-    except KeyboardInterrupt:
-        pass
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass  # Ctrl-C, or SIGTERM/SIGHUP (below): the fleet has stopped; now its directory goes
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def _cancel_on_signals(task: asyncio.Task[int]) -> None:
+    """SIGTERM (kill, systemd, a CI runner) and SIGHUP (the terminal closed) end the demo as
+    Ctrl-C does: the fleet stops and the temporary directory with its private key is deleted.
+    Their default action would end the process on the spot and leave both behind."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(sig, task.cancel)
+
+
 async def _run(home: Path, *, nodes: int | None, timeout_s: float, as_json: bool, keep: bool) -> int:
+    current = asyncio.current_task()
+    if current is not None:
+        _cancel_on_signals(current)
     config = load_config({"FLOW_HOME": str(home)})
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
@@ -79,8 +99,14 @@ async def _run(home: Path, *, nodes: int | None, timeout_s: float, as_json: bool
                 out.print(Rule(f"flow health --task {worst.task_name}"))
                 out.print(TaskDetail(worst))
         if keep:
+            example = next((n.task.name for n in fleet.nodes if n.scenario not in DEMO_EXTRA_SCENARIOS),
+                           fleet.nodes[0].task.name)
             err.print(f"\nThe demo fleet keeps running. In another shell:\n"
                       f"  export FLOW_HOME={home} FLOW_SSH_HOST_KEY_POLICY=accept-new\n"
-                      f"  flow health --gpu\nCtrl-C stops it.")
+                      f"  flow health --gpu\n"
+                      f"  flow logs {example}\n"
+                      f"  flow ssh {example} -- 'ls log; echo $FLOW_GPUD_PORT'\n"
+                      f"Demo nodes run commands on this machine, as you, in $FLOW_HOME/nodes/TASK-ID.\n"
+                      f"Ctrl-C (or SIGTERM) stops it and deletes {home}.", markup=False)
             await asyncio.Event().wait()
     return EXIT_OK

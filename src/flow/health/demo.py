@@ -5,6 +5,9 @@ own host key that accepts one generated client key and allows port forwarding, t
 throw-away inventory (`tasks.yaml`) under the given `FLOW_HOME`. The real checker then sweeps it
 through real SSH tunnels. Two extra nodes show SSH-side failures: one whose SSH port is closed,
 and one where GPUd was never installed.
+
+The nodes also take `flow ssh` and `flow logs`: each runs the commands sent to it on this
+machine, as the user running the demo, in its own directory (see flow.health.demo_node).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncssh
 from flow.fleet.inventory import Inventory
 from flow.fleet.model import Node, Task
 from flow.fs import ensure_private_dir
+from flow.health.demo_node import DemoNodeHome, session_handler
 from flow.health.sim import SCENARIOS, SimNode
 from flow.ssh import SSHOptions
 
@@ -53,27 +57,30 @@ def demo_plan(nodes: int) -> list[str]:
 
 
 class _Server(asyncssh.SSHServer):
-    """Key-only authentication; direct TCP forwarding allowed (GPUd's tunnel)."""
+    """Key-only authentication; direct TCP forwarding allowed (GPUd's tunnel).
+
+    Each connection is recorded in `live`, so that stopping the demo can close the sessions
+    still open (a `flow ssh` shell, `flow logs --follow`): closing the listener alone leaves them.
+    """
+
+    def __init__(self, live: set[asyncssh.SSHServerConnection]) -> None:
+        self._live = live
+        self._conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        self._live.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._conn is not None:
+            self._live.discard(self._conn)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
         return True
 
 
-def _process_factory(gpud_installed: bool) -> Any:
-    def handle(process: Any) -> None:
-        # The checker asks `command -v gpud ...` when GPUd's port is closed.
-        command = process.command or ""
-        if "gpud" in command:
-            process.exit(0 if gpud_installed else 1)
-        else:
-            process.stderr.write("this demo node runs no shell\n")
-            process.exit(127)
-
-    return handle
-
-
 class DemoFleet:
-    """Start with `async with DemoFleet(home, nodes=17) as fleet:`; `fleet.ssh_options` is hermetic."""
+    """Start with `async with DemoFleet(home, nodes=19) as fleet:`; `fleet.ssh_options` is hermetic."""
 
     def __init__(self, home: Path, *, nodes: int | None = None, slow_delay_s: float = 30.0,
                  gpud_version: str = "v0.5.1") -> None:
@@ -84,6 +91,7 @@ class DemoFleet:
         self.nodes: list[DemoNode] = []
         self._sims: list[SimNode] = []
         self._servers: list[Any] = []
+        self._connections: set[asyncssh.SSHServerConnection] = set()
 
     @property
     def ssh_options(self) -> SSHOptions:
@@ -111,10 +119,13 @@ class DemoFleet:
                               gpud_version=self.gpud_version, seed=i, slow_delay_s=self.slow_delay_s)
                 await sim.start()
                 self._sims.append(sim)
-                ssh_port = await self._start_ssh(authorized, gpud_installed=scenario != "gpud-not-installed",
-                                                 refuse=scenario == "ssh-refused")
+                task_id = f"task-demo{i:02d}"
+                node_home = DemoNodeHome(self.home / "nodes" / task_id, task_id=task_id, scenario=scenario,
+                                         gpud_port=sim.port, gpu_model=model, gpu_count=count,
+                                         gpud_version=self.gpud_version).create()
+                ssh_port = await self._start_ssh(authorized, node_home, refuse=scenario == "ssh-refused")
                 task = Task(
-                    id=f"task-demo{i:02d}", name=f"demo-{scenario}",
+                    id=task_id, name=f"demo-{scenario}",
                     nodes=(Node(host="127.0.0.1", port=ssh_port, user=_DEMO_USER,
                                 identity_file=str(key_path)),),
                     instance_type=instance_type, gpud_port=sim.port,
@@ -129,7 +140,7 @@ class DemoFleet:
             raise
         return self
 
-    async def _start_ssh(self, authorized: Any, *, gpud_installed: bool, refuse: bool) -> int:
+    async def _start_ssh(self, authorized: Any, node_home: DemoNodeHome, *, refuse: bool) -> int:
         if refuse:
             # A port that was free a moment ago: nothing listens, SSH is refused.
             probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -138,10 +149,12 @@ class DemoFleet:
             await probe.wait_closed()
             return port
         server = await asyncssh.create_server(
-            _Server, "127.0.0.1", 0,
+            lambda: _Server(self._connections), "127.0.0.1", 0,
             server_host_keys=[asyncssh.generate_private_key("ssh-ed25519")],
             authorized_client_keys=authorized,
-            process_factory=_process_factory(gpud_installed),
+            process_factory=session_handler(node_home),
+            # Bytes in and out, and no line editing of our own: the command's terminal does that.
+            encoding=None, line_editor=False,
         )
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
@@ -149,6 +162,8 @@ class DemoFleet:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        for conn in list(self._connections):
+            conn.close()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
