@@ -130,8 +130,12 @@ class SlurmCluster:
         return subprocess.run(list(argv), env=self.env, capture_output=True, text=True,
                               timeout=timeout, check=False)
 
+    @property
+    def scontrol_path(self) -> str:
+        return _tool("scontrol") or "scontrol"
+
     def scontrol(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.run(_tool("scontrol") or "scontrol", *args)
+        return self.run(self.scontrol_path, *args)
 
     def show_node(self, node: str) -> str:
         """`scontrol show node NODE --oneliner`, checked."""
@@ -166,9 +170,9 @@ class SlurmCluster:
     def start_controller(self) -> None:
         daemon = self.daemons["slurmctld"]
         daemon.start(self.env)
-        self._wait_up()
+        self._wait_up(all_idle=False)  # nodes keep the state saved before the stop
 
-    def _wait_up(self) -> None:
+    def _wait_up(self, *, all_idle: bool = True) -> None:
         deadline = time.monotonic() + _START_DEADLINE_S
         last = ""
         while time.monotonic() < deadline:
@@ -176,6 +180,8 @@ class SlurmCluster:
                 if not daemon.running:
                     raise RuntimeError(f"{daemon.name} exited:\n{daemon.log()}")
             ping = self.scontrol("ping")
+            if "is UP" in ping.stdout and not all_idle:
+                return
             if "is UP" in ping.stdout:
                 states = self.run(_tool("sinfo") or "sinfo", "-h", "-o", "%N %T")
                 last = states.stdout.strip()
