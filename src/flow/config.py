@@ -36,9 +36,11 @@ __all__ = [
     "DEFAULT_HOME",
     "DEFAULT_PENALTIES",
     "ENV_VARS",
+    "FLUSH_INTERVAL_RANGE",
     "MAX_CONFIG_BYTES",
     "METRICS_INTERVAL_RANGE",
     "PORT_RANGE",
+    "PROMETHEUS_STALE_AFTER_RANGE",
     "RETENTION_DAYS_RANGE",
     "SSH_CONNECT_TIMEOUT_RANGE",
     "Config",
@@ -58,6 +60,7 @@ DEFAULT_GPUD_PORT = 15132
 DEFAULT_GPUD_BIND = "127.0.0.1"
 DEFAULT_METRICS_INTERVAL_S = 60.0
 DEFAULT_BATCH_SIZE = 100
+DEFAULT_METRICS_FLUSH_INTERVAL_S = 300.0
 DEFAULT_RETENTION_DAYS = 7
 DEFAULT_COMPRESS_AFTER_DAYS = 1
 
@@ -88,6 +91,8 @@ DEFAULT_PENALTIES: Mapping[str, int] = {
     "component_unhealthy": 40,
     "component_degraded": 25,
     "component_unreadable": 5,
+    "gpu_missing": 50,
+    "gpu_silent": 25,
 }
 
 #: The most config.yaml may hold; a settings file is a few hundred bytes.
@@ -174,9 +179,13 @@ def _ascii(value: object) -> bool:
 PORT_RANGE = NumberRange(1, 65535, integer=True)
 METRICS_INTERVAL_RANGE = NumberRange(0.05, 86400, "seconds")
 BATCH_SIZE_RANGE = NumberRange(1, 10000, "snapshots", integer=True)
+#: 0 sends each sample as soon as it is stored (a backlog still goes in full batches).
+FLUSH_INTERVAL_RANGE = NumberRange(0, 86400, "seconds")
 RETENTION_DAYS_RANGE = NumberRange(1, 3650, "days", integer=True)
 COMPRESS_AFTER_DAYS_RANGE = NumberRange(1, 3650, "days", integer=True)
 SSH_CONNECT_TIMEOUT_RANGE = NumberRange(0.1, 3600, "seconds")
+PROMETHEUS_STALE_AFTER_RANGE = NumberRange(1, 86400, "seconds")
+DEFAULT_PROMETHEUS_STALE_AFTER_S = 300.0
 
 _BOOL_TRUE = frozenset({"1", "true", "yes", "on", "y", "t", "enable", "enabled"})
 _BOOL_FALSE = frozenset({"0", "false", "no", "off", "n", "f", "disable", "disabled"})
@@ -214,7 +223,8 @@ def is_loopback_host(host: str) -> bool:
 
 
 def validate_endpoint(value: str, *, name: str) -> str:
-    """A metrics URL: http(s) with a host; plain http only to a loopback host."""
+    """A metrics URL: http(s) with a host; plain http only to a loopback host; a Pushgateway
+    URL's grouping path (`flow.grammar.pushgateway_group`) well formed."""
     # Shown redacted: the URL may carry user:password@ or an API key in its query.
     shown = redact_url(value)
     try:
@@ -238,6 +248,8 @@ def validate_endpoint(value: str, *, name: str) -> str:
             "https://host[:port]/path with a port 1-65535, and '/', '?', '#', '@' in a password "
             "written %2F, %3F, %23, %40"
         ) from None
+    # A path holding /metrics/job is pushed to as a Pushgateway: its grouping path must parse.
+    grammar.pushgateway_group(value, name=name)
     return value
 
 
@@ -386,11 +398,16 @@ class HealthSettings:
     metrics_auth_token: str | None = field(default=None, repr=False)
     metrics_auth_token_file: Path | None = None
     metrics_gzip: bool = True
+    metrics_flush_interval: float = DEFAULT_METRICS_FLUSH_INTERVAL_S
     fail_on: str = "never"
     ssh_host_key_policy: str = "accept-new"
     ssh_connect_timeout: float = 10.0
     metrics_dir: Path | None = None
     node_metrics_dir: str = "/var/lib/flow/metrics"
+    # Where `flow health --source prometheus` reads the fleet view (docs/configuration.md).
+    prometheus_url: str | None = None
+    prometheus_token_file: Path | None = None
+    prometheus_stale_after: float = DEFAULT_PROMETHEUS_STALE_AFTER_S
 
 
 @dataclass(frozen=True)
@@ -413,11 +430,15 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("compress_after_days", "FLOW_METRICS_COMPRESS_AFTER_DAYS", _whole(COMPRESS_AFTER_DAYS_RANGE)),
     _Setting("metrics_auth_token_file", "FLOW_METRICS_AUTH_TOKEN_FILE", _path),
     _Setting("metrics_gzip", "FLOW_METRICS_GZIP", _bool),
+    _Setting("metrics_flush_interval", "FLOW_METRICS_FLUSH_INTERVAL", _number(FLUSH_INTERVAL_RANGE)),
     _Setting("fail_on", "FLOW_FAIL_ON", _choice(FAIL_ON_CHOICES)),
     _Setting("ssh_host_key_policy", "FLOW_SSH_HOST_KEY_POLICY", _choice(HOST_KEY_POLICIES)),
     _Setting("ssh_connect_timeout", "FLOW_SSH_CONNECT_TIMEOUT", _number(SSH_CONNECT_TIMEOUT_RANGE)),
     _Setting("metrics_dir", "FLOW_METRICS_DIR", _path),
     _Setting("node_metrics_dir", "FLOW_NODE_METRICS_DIR", _remote_path),
+    _Setting("prometheus_url", "FLOW_PROMETHEUS_URL", _endpoint),
+    _Setting("prometheus_token_file", "FLOW_PROMETHEUS_TOKEN_FILE", _path),
+    _Setting("prometheus_stale_after", "FLOW_PROMETHEUS_STALE_AFTER", _number(PROMETHEUS_STALE_AFTER_RANGE)),
 )
 
 #: The environment variables flow reads, in documentation order.
@@ -427,7 +448,7 @@ ENV_VARS: tuple[str, ...] = (
 )
 
 #: Keys of `health:` that hold structure rather than one value.
-_SECTION_KEYS = ("thresholds", "sinks")
+_SECTION_KEYS = ("thresholds", "sinks", "remediation")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -440,6 +461,9 @@ class Config:
     thresholds: Thresholds = field(default_factory=Thresholds)
     sinks: Mapping[str, Any] = field(default_factory=dict)
     sources: Mapping[str, str] = field(default_factory=dict)
+    # `health.remediation` as written; flow.health.remediate.policy.RemediationSettings
+    # validates it when a remediation command reads it (as flow.health.sinks does `sinks`).
+    remediation: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def metrics_dir(self) -> Path:
@@ -452,6 +476,17 @@ class Config:
     @property
     def known_hosts_file(self) -> Path:
         return self.home / "known_hosts"
+
+    @property
+    def monitoring_disabled_by(self) -> str | None:
+        """None while health monitoring is on; else the setting that turned it off, written as
+        the user would write it: `FLOW_HEALTH_MONITORING=false` or `health.enabled: false in FILE`."""
+        if self.health.enabled:
+            return None
+        source = self.sources.get("enabled", "")
+        if source.startswith("file "):
+            return f"health.enabled: false in {source.removeprefix('file ')}"
+        return "FLOW_HEALTH_MONITORING=false"
 
     def with_health(self, **changes: Any) -> Config:
         """A copy with some health settings replaced (CLI options override everything)."""
@@ -469,7 +504,7 @@ class Config:
         for setting in _SETTINGS:
             value = getattr(self.health, setting.key)
             source = self.sources.get(setting.key, "default")
-            if setting.key == "metrics_endpoint" and value is not None:
+            if setting.key in ("metrics_endpoint", "prometheus_url") and value is not None:
                 value = redact_url(value)
             elif setting.key == "metrics_dir" and value is None:
                 value, source = self.metrics_dir, "default: $FLOW_HOME/metrics"
@@ -629,6 +664,9 @@ def load_config(
     sinks = file_values.get("sinks") or {}
     if not isinstance(sinks, Mapping):
         raise ConfigError(f"{path}: health.sinks={_shown(sinks)} is not a mapping", path=path)
+    remediation = file_values.get("remediation") or {}
+    if not isinstance(remediation, Mapping):
+        raise ConfigError(f"{path}: health.remediation={_shown(remediation)} is not a mapping", path=path)
 
     return Config(
         home=home,
@@ -637,4 +675,5 @@ def load_config(
         thresholds=thresholds,
         sinks=dict(sinks),
         sources=sources,
+        remediation=dict(remediation),
     )

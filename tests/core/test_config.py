@@ -77,6 +77,25 @@ def test_every_variable_is_read_from_the_environment(flow_home: Path) -> None:
     )
 
 
+def test_flush_interval_default_file_and_env(flow_home: Path) -> None:
+    # Issue 13, item 9: how long a partial batch may wait (an addition beyond the ten variables).
+    assert load_config({"FLOW_HOME": str(flow_home)}).health.metrics_flush_interval == 300.0
+    write_config(flow_home, "health:\n  metrics_flush_interval: 30\n")
+    assert load_config({"FLOW_HOME": str(flow_home)}).health.metrics_flush_interval == 30.0
+    config = load_config({"FLOW_HOME": str(flow_home), "FLOW_METRICS_FLUSH_INTERVAL": "0"})
+    assert config.health.metrics_flush_interval == 0.0
+    assert config.sources["metrics_flush_interval"] == "env FLOW_METRICS_FLUSH_INTERVAL"
+
+
+def test_monitoring_disabled_by_names_the_setting(flow_home: Path) -> None:
+    assert load_config({"FLOW_HOME": str(flow_home)}).monitoring_disabled_by is None
+    off = load_config({"FLOW_HOME": str(flow_home), "FLOW_HEALTH_MONITORING": "no"})
+    assert off.monitoring_disabled_by == "FLOW_HEALTH_MONITORING=false"
+    path = write_config(flow_home, "health:\n  enabled: false\n")
+    assert load_config({"FLOW_HOME": str(flow_home)}).monitoring_disabled_by == (
+        f"health.enabled: false in {path}")
+
+
 def test_flow_home_relocates_everything(tmp_path: Path) -> None:
     config = load_config({"FLOW_HOME": str(tmp_path / "elsewhere")})
     assert config.home == tmp_path / "elsewhere"
@@ -137,6 +156,9 @@ BAD_ENV = [
     ("FLOW_METRICS_RETENTION_DAYS", "3651", "allowed: 1-3650 days (a whole number)"),
     ("FLOW_METRICS_COMPRESS_AFTER_DAYS", "zero", "not a whole number"),
     ("FLOW_SSH_CONNECT_TIMEOUT", "inf", "allowed: 0.1-3600 seconds"),
+    ("FLOW_METRICS_FLUSH_INTERVAL", "-1", "allowed: 0-86400 seconds"),
+    ("FLOW_METRICS_FLUSH_INTERVAL", "86401", "allowed: 0-86400 seconds"),
+    ("FLOW_METRICS_FLUSH_INTERVAL", "inf", "allowed: 0-86400 seconds"),
 ]
 
 
@@ -179,6 +201,7 @@ BAD_FILE = [
     ("thresholds:\n    penalties:\n      nope: 3", "penalties.nope is not a reason code", "temp_critical"),
     ("thresholds:\n    penalties:\n      temp_critical: 500", "penalties.temp_critical=500", "0-100"),
     ("fail_on: always", "health.fail_on='always'", "issues, warnings, never"),
+    ("metrics_flush_interval: .nan", "health.metrics_flush_interval=nan", "0-86400 seconds"),
 ]
 
 
