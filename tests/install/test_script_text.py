@@ -205,6 +205,7 @@ def test_env_file_content() -> None:
         "FLOW_METRICS_ENDPOINT": "'https://metrics.example.com/ingest'",
         "FLOW_METRICS_INTERVAL": "'60'",
         "FLOW_METRICS_BATCH_SIZE": "'100'",
+        "FLOW_METRICS_FLUSH_INTERVAL": "'300'",
         "FLOW_METRICS_RETENTION_DAYS": "'7'",
         "FLOW_METRICS_COMPRESS_AFTER_DAYS": "'1'",
         "FLOW_METRICS_AUTH_TOKEN": f"'{TOKEN}'",
@@ -216,7 +217,7 @@ def test_env_file_content() -> None:
 def test_env_file_is_read_back_by_flows_config_loader(tmp_path: Path) -> None:
     """What the collector will see: the env file, as systemd/sh reads it, loads as a valid Config."""
     options = InstallOptions(metrics_endpoint="https://m.example.com/x", auth_token=TOKEN,
-                             metrics_interval=30, metrics_batch_size=50)
+                             metrics_interval=30, metrics_batch_size=50, metrics_flush_interval=45)
     env_file = tmp_path / "metrics.env"
     env_file.write_text(units.metrics_env(options))
     out = subprocess.run(["sh", "-c", f'set -a; . "{env_file}"; env'], capture_output=True, text=True,
@@ -227,6 +228,7 @@ def test_env_file_is_read_back_by_flows_config_loader(tmp_path: Path) -> None:
     assert config.health.metrics_auth_token == TOKEN
     assert config.health.metrics_interval == 30
     assert config.health.metrics_batch_size == 50
+    assert config.health.metrics_flush_interval == 45
     assert config.metrics_dir == Path("/var/lib/flow/metrics")
 
 
@@ -272,8 +274,10 @@ def test_a_bad_token_is_never_quoted_back() -> None:
 def test_from_config_takes_the_health_settings() -> None:
     config = load_config({"FLOW_GPUD_VERSION": "v0.6.0", "FLOW_GPUD_PORT": "16000",
                           "FLOW_METRICS_ENDPOINT": "https://m.example.com/in",
-                          "FLOW_METRICS_INTERVAL": "15", "FLOW_METRICS_AUTH_TOKEN": TOKEN})
+                          "FLOW_METRICS_INTERVAL": "15", "FLOW_METRICS_AUTH_TOKEN": TOKEN,
+                          "FLOW_METRICS_FLUSH_INTERVAL": "20"})
     options = InstallOptions.from_config(config, metrics_batch_size=7)
+    assert options.metrics_flush_interval == 20.0  # reaches the node's metrics.env
     assert (options.gpud_version, options.gpud_port, options.metrics_endpoint) == (
         "v0.6.0", 16000, "https://m.example.com/in")
     assert (options.metrics_interval, options.metrics_batch_size, options.auth_token) == (15.0, 7, TOKEN)

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flow import __version__, grammar
-from flow.config import Config, validate_endpoint
+from flow.config import FLUSH_INTERVAL_RANGE, Config, validate_endpoint
 from flow.errors import ConfigError
 from flow.secrets import read_secret_file, validate_token
 
@@ -152,6 +152,7 @@ class InstallOptions:
     metrics_endpoint: str | None = None
     metrics_interval: float = 60.0
     metrics_batch_size: int = 100
+    metrics_flush_interval: float = 300.0
     retention_days: int = 7
     compress_after_days: int = 1
     auth_token: str | None = field(default=None, repr=False)
@@ -177,6 +178,7 @@ class InstallOptions:
             _env_value(self.metrics_endpoint, option="--endpoint", secret=True)
             validate_endpoint(self.metrics_endpoint, name="--endpoint")
         grammar.finite_positive(self.metrics_interval, name="--interval", unit=" (seconds)")
+        FLUSH_INTERVAL_RANGE.parse(self.metrics_flush_interval, name="FLOW_METRICS_FLUSH_INTERVAL")
         for option, number in (
             ("--batch-size", self.metrics_batch_size),
             ("--retention-days", self.retention_days),
@@ -252,6 +254,7 @@ class InstallOptions:
             "metrics_endpoint": health.metrics_endpoint,
             "metrics_interval": health.metrics_interval,
             "metrics_batch_size": health.metrics_batch_size,
+            "metrics_flush_interval": health.metrics_flush_interval,
             "retention_days": health.retention_days,
             "compress_after_days": health.compress_after_days,
             "auth_token": health.metrics_auth_token,

@@ -118,6 +118,7 @@ def metrics_env(options: InstallOptions) -> str:
         ("FLOW_METRICS_ENDPOINT", options.metrics_endpoint or ""),
         ("FLOW_METRICS_INTERVAL", _number(options.metrics_interval)),
         ("FLOW_METRICS_BATCH_SIZE", str(options.metrics_batch_size)),
+        ("FLOW_METRICS_FLUSH_INTERVAL", _number(options.metrics_flush_interval)),
         ("FLOW_METRICS_RETENTION_DAYS", str(options.retention_days)),
         ("FLOW_METRICS_COMPRESS_AFTER_DAYS", str(options.compress_after_days)),
         ("FLOW_METRICS_AUTH_TOKEN", options.auth_token or ""),
