@@ -38,11 +38,15 @@ SUBCOMMANDS = {
     "serve": "flow.cli.integrations_cmd:serve",
     "export": "flow.cli.integrations_cmd:export",
     "grafana-dashboard": "flow.cli.integrations_cmd:grafana_dashboard",
+    "gpud": "flow.cli.gpud_cmd:gpud_cmd",
     "sinks": "flow.cli.integrations_cmd:sinks_cmd",
     "startup-script": "flow.cli.install_cmd:startup_script_cmd",
     "install": "flow.cli.install_cmd:install_cmd",
     "uninstall": "flow.cli.install_cmd:uninstall_cmd",
     "status": "flow.cli.install_cmd:status_cmd",
+    **{name: f"flow.cli.remediate_cmd:{attr}" for name, attr in (
+        ("remediate", "remediate_cmd"), ("drain", "drain_cmd"), ("undrain", "undrain_cmd"),
+        ("actions", "actions_cmd"), ("set-healthy", "set_healthy_cmd"), ("check-node", "check_node_cmd"))},
 }
 
 
@@ -155,11 +159,19 @@ def _store(config: Config, snapshots: Sequence[Snapshot]) -> None:
                    "100 nodes each (one process for a smaller fleet, and with --watch, "
                    "which then keeps its SSH connections between sweeps).")
 @click.option("--no-store", is_flag=True, help="Do not keep the snapshots in the local store.")
+@click.option("--source", "source", type=click.Choice(("ssh", "prometheus")), default="ssh",
+              show_default=True,
+              help="Where --gpu and --history read from: an SSH sweep of the nodes, or the "
+                   "Prometheus the collectors remote-write to (docs/architecture.md).")
+@click.option("--prometheus-url", metavar="URL",
+              help="With --source prometheus: its base URL. Default: health.prometheus_url "
+                   "(FLOW_PROMETHEUS_URL).")
 @click.pass_context
 def health(
     ctx: click.Context, gpu: bool, include_all: bool, task_ref: str | None, history_hours: float | None,
     as_json: bool, filter_text: str | None, watch_s: float | None, fail_on: str | None,
-    timeout_s: float, concurrency: int, workers: int | None, no_store: bool,
+    timeout_s: float, concurrency: int, workers: int | None, no_store: bool, source: str,
+    prometheus_url: str | None,
 ) -> None:
     """Health of the GPU fleet.
 
@@ -173,7 +185,8 @@ def health(
     flow health --json                   the self-check as JSON (kind self_check)
 
     \b
-    Exit codes: 0 ok; 1 the fleet has what --fail-on names; 2 usage or configuration error.
+    Exit codes: 0 ok; 1 the fleet has what --fail-on names; 2 usage or configuration error
+    (and, with --source prometheus, Prometheus could not be read).
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -186,6 +199,10 @@ def health(
         raise click.UsageError("--gpu and --task are alternatives; give one")
     config = get_config(ctx)
     fail_on = fail_on or config.health.fail_on
+    if source == "prometheus" or prometheus_url is not None:
+        ctx.exit(_from_prometheus(config, prometheus_url, source, gpu=gpu, include_all=include_all,
+                                  task_ref=task_ref, history_hours=history_hours, as_json=as_json,
+                                  filter_text=filter_text, watch_s=watch_s, fail_on=fail_on))
 
     if task_ref is not None:
         if history_hours is not None:
@@ -193,15 +210,44 @@ def health(
 
             ctx.exit(show_history(config, task_ref, history_hours, as_json=as_json,
                                   timeout_s=timeout_s))
+        _note_monitoring_disabled(config)
         ctx.exit(_task_view(config, task_ref, as_json=as_json, timeout_s=timeout_s,
                             store=not no_store, fail_on=fail_on))
     if gpu or include_all or filter_text or watch_s:
+        _note_monitoring_disabled(config)
         ctx.exit(_fleet_view(config, include_all=include_all, filter_text=filter_text, as_json=as_json,
                              watch_s=watch_s, fail_on=fail_on, timeout_s=timeout_s,
                              concurrency=concurrency, workers=workers, store=not no_store))
     from flow.cli.selfcheck import self_check
 
     ctx.exit(self_check(config, as_json=as_json))
+
+
+def _from_prometheus(
+    config: Config, url: str | None, source: str, *, gpu: bool, include_all: bool,
+    task_ref: str | None, history_hours: float | None, as_json: bool, filter_text: str | None,
+    watch_s: float | None, fail_on: str,
+) -> int:
+    from flow.cli.prometheus_view import prometheus_fleet_view, prometheus_history
+
+    if source != "prometheus":
+        raise click.BadParameter("needs --source prometheus", param_hint="--prometheus-url")
+    if task_ref is not None and history_hours is not None:
+        return prometheus_history(config, task_ref, history_hours, url, as_json=as_json)
+    if task_ref is not None:
+        raise click.UsageError("--source prometheus reads --gpu and --task ID --history HOURS; "
+                               "--task ID alone reads the node in depth over SSH")
+    if not (gpu or include_all or filter_text or watch_s):
+        raise click.UsageError("--source prometheus needs --gpu (or --task ID --history HOURS)")
+    return prometheus_fleet_view(config, url, include_all=include_all, filter_text=filter_text,
+                                 as_json=as_json, watch_s=watch_s, fail_on=fail_on)
+
+
+def _note_monitoring_disabled(config: Config) -> None:
+    """FLOW_HEALTH_MONITORING=false stops the installer and the collector, not a sweep asked for."""
+    if config.monitoring_disabled_by is not None:
+        click.echo(f"note: health monitoring is disabled here ({config.monitoring_disabled_by}); "
+                   "this sweep runs on demand", err=True)
 
 
 def _fleet_view(
