@@ -241,7 +241,8 @@ def bench_replay(sim_port: int, rx_port: int, records: int, batch: int, root: Pa
 
     httpx.post(f"http://127.0.0.1:{rx_port}/reset", timeout=10)
     env = _env(home, FLOW_GPUD_PORT=str(sim_port), FLOW_TASK_ID="bench-replay", FLOW_METRICS_ENDPOINT=url,
-               FLOW_METRICS_INTERVAL="3600", FLOW_METRICS_BATCH_SIZE=str(batch))
+               FLOW_METRICS_INTERVAL="3600", FLOW_METRICS_BATCH_SIZE=str(batch),
+               FLOW_METRICS_FLUSH_INTERVAL="1")
     daemon = _daemon(env)
     proc = psutil.Process(daemon.pid)
     try:

@@ -36,6 +36,7 @@ def test_kill_9_and_restart_deliver_everything_at_least_once(tmp_path: Path, rec
         FLOW_HOME=str(tmp_path / "home"), FLOW_GPUD_PORT=str(gpud.port), FLOW_TASK_ID=TASK,
         FLOW_METRICS_ENDPOINT=receiver.url, FLOW_METRICS_INTERVAL="1", FLOW_METRICS_BATCH_SIZE=str(BATCH),
         FLOW_METRICS_BACKOFF_MIN="0.1", FLOW_METRICS_BACKOFF_MAX="0.5", FLOW_METRICS_SEND_TIMEOUT="2",
+        FLOW_METRICS_FLUSH_INTERVAL="1",
     )
     log = tmp_path / "collector.log"
     proc = _start(env, log)

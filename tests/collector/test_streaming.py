@@ -38,6 +38,8 @@ def _settings(tmp_path: Path, gpud: Gpud, receiver: Receiver, **kw: object) -> C
         "task_id": TASK, "node": "node-1", "interval_s": 0.2, "gpud_url": gpud.url, "use_nvml": False,
         "metrics_dir": tmp_path / "metrics", "endpoint": receiver.url, "batch_size": BATCH,
         "backoff_min_s": 0.05, "backoff_max_s": 0.3, "send_timeout_s": 0.5, "shutdown_grace_s": 1.0,
+        # A partial batch waits a little (it is held, then flushed), never the 300 s default.
+        "flush_interval_s": 0.3,
     }
     values.update(kw)
     return CollectorSettings(**values)  # type: ignore[arg-type]

@@ -187,6 +187,7 @@ ENV_RANGES = {
     "FLOW_METRICS_BATCH_SIZE": (1, 10000, True),
     "FLOW_METRICS_RETENTION_DAYS": (1, 3650, True),
     "FLOW_METRICS_COMPRESS_AFTER_DAYS": (1, 3650, True),
+    "FLOW_METRICS_FLUSH_INTERVAL": (0.0, 86400.0, False),
 }
 SETTING_KEYS = {
     "FLOW_METRICS_INTERVAL": "metrics_interval",
@@ -195,6 +196,7 @@ SETTING_KEYS = {
     "FLOW_METRICS_BATCH_SIZE": "metrics_batch_size",
     "FLOW_METRICS_RETENTION_DAYS": "retention_days",
     "FLOW_METRICS_COMPRESS_AFTER_DAYS": "compress_after_days",
+    "FLOW_METRICS_FLUSH_INTERVAL": "metrics_flush_interval",
 }
 
 NUMBER_TEXT = st.one_of(
@@ -273,6 +275,7 @@ def _cli_options() -> list[tuple[str, click.Command, str, float, float]]:
         ("health --watch", health_cmd.health, "watch_s", 0.05, 86400.0),
         ("health --timeout", health_cmd.health, "timeout_s", 0.1, 3600.0),
         ("collect --interval", collect_cmd.collect, "interval", 0.05, 86400.0),
+        ("collect --flush-interval", collect_cmd.collect, "flush_interval", 0.0, 86400.0),
         ("collect --backoff-min", collect_cmd.collect, "backoff_min", 0.01, 3600.0),
         ("collect --backoff-max", collect_cmd.collect, "backoff_max", 0.01, 86400.0),
         ("collect --send-timeout", collect_cmd.collect, "send_timeout", 0.1, 3600.0),

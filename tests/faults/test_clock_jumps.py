@@ -53,7 +53,7 @@ def test_clock_steps_across_midnight_both_ways_lose_nothing(
     settings = CollectorSettings(
         task_id=TASK, node="node-1", interval_s=0.1, gpud_url=gpud.url, use_nvml=False,
         metrics_dir=metrics, endpoint=receiver.url, batch_size=BATCH, backoff_min_s=0.05,
-        backoff_max_s=0.2, send_timeout_s=1.0, shutdown_grace_s=2.0)
+        backoff_max_s=0.2, send_timeout_s=1.0, shutdown_grace_s=2.0, flush_interval_s=0.2)
     reader = SteppedClock(gpud.url, timeout_s=2.0, deadline_s=2.0)
     now = datetime.now(timezone.utc)
     midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), timezone.utc)

@@ -38,7 +38,8 @@ def test_the_daemon_creates_every_level_private_under_umask_022(tmp_path: Path, 
         settings = CollectorSettings(
             task_id="task-p", node="node-1", interval_s=0.2, gpud_url=gpud.url, use_nvml=False,
             metrics_dir=home / "metrics", endpoint=receiver.url, batch_size=5,
-            backoff_min_s=0.05, backoff_max_s=0.2, send_timeout_s=1.0, shutdown_grace_s=1.0)
+            backoff_min_s=0.05, backoff_max_s=0.2, send_timeout_s=1.0, shutdown_grace_s=1.0,
+            flush_interval_s=0.3)
         daemon = InProcessDaemon(settings).start()
         wait_for(lambda: receiver.unique >= 2, what="two deliveries")
         daemon.stop()

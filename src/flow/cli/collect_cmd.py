@@ -23,7 +23,7 @@ import orjson
 
 from flow.cli.common import get_config, run_cli, stop_on_signals
 from flow.cli.numbers import BACKOFF_MAX_RANGE, BACKOFF_MIN_RANGE, SEND_TIMEOUT_RANGE, Bounded
-from flow.config import METRICS_INTERVAL_RANGE, Config
+from flow.config import FLUSH_INTERVAL_RANGE, METRICS_INTERVAL_RANGE, Config
 from flow.health.collector import Collector, CollectorSettings
 from flow.health.streaming.sink import BatchSink
 
@@ -88,6 +88,9 @@ def tune_malloc() -> None:
 @click.option("--instance-type", envvar="FLOW_INSTANCE_TYPE", help="Instance type [env FLOW_INSTANCE_TYPE].")
 @click.option("--interval", type=Bounded(METRICS_INTERVAL_RANGE), metavar="SECONDS",
               help="Seconds between samples, 0.05-86400 [default: FLOW_METRICS_INTERVAL, 60].")
+@click.option("--flush-interval", type=Bounded(FLUSH_INTERVAL_RANGE), metavar="SECONDS",
+              help="Longest a partial batch waits before it is sent, 0-86400 (0: each sample "
+                   "at once) [default: FLOW_METRICS_FLUSH_INTERVAL, 300].")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True,
               help="Least severe log lines written to stderr.")
 @click.option("--prometheus-listen", metavar="HOST:PORT",
@@ -105,14 +108,19 @@ def tune_malloc() -> None:
 @click.option("--no-store", is_flag=True, help="With --once: print the sample without storing it.")
 def collect(
     once: bool, task_id: str | None, task_name: str | None, instance_type: str | None,
-    interval: float | None, log_level: str, prometheus_listen: str | None, backoff_min: float | None,
-    backoff_max: float | None, send_timeout: float | None, no_nvml: bool, no_store: bool,
+    interval: float | None, flush_interval: float | None, log_level: str, prometheus_listen: str | None,
+    backoff_min: float | None, backoff_max: float | None, send_timeout: float | None, no_nvml: bool,
+    no_store: bool,
 ) -> None:
     """Collect this node's health every interval: GPUd (or NVML), host metrics, scored,
     stored under FLOW_METRICS_DIR and streamed to FLOW_METRICS_ENDPOINT when it is set.
 
     \b
     Runs in the foreground (systemd); stop it with SIGTERM (exit 0).
+    Records go to the endpoint in batches of FLOW_METRICS_BATCH_SIZE: a partial
+    batch is sent after the flush interval, and at once when the node's status
+    changes. With FLOW_HEALTH_MONITORING=false the daemon logs that and exits 0
+    (--once still samples on demand).
     Nothing collected is lost while the endpoint is down: the store is the
     backlog and a cursor records what the endpoint acknowledged.
     Exit codes: 0 ok; 1 it could not run (another collector holds the store);
@@ -120,10 +128,12 @@ def collect(
     """
     setup_logging(log_level)
     config = get_config()
+    if not once and _monitoring_disabled(config):
+        return
     settings = CollectorSettings.from_config(
         config, task_id=task_id, task_name=task_name, instance_type=instance_type,
-        interval_s=interval, backoff_min_s=backoff_min, backoff_max_s=backoff_max,
-        send_timeout_s=send_timeout, use_nvml=False if no_nvml else None,
+        interval_s=interval, flush_interval_s=flush_interval, backoff_min_s=backoff_min,
+        backoff_max_s=backoff_max, send_timeout_s=send_timeout, use_nvml=False if no_nvml else None,
     )
     if settings.backoff_min_s > settings.backoff_max_s:
         raise click.BadParameter(f"--backoff-min={settings.backoff_min_s:g} is above "
@@ -139,6 +149,17 @@ def collect(
         return
     tune_malloc()
     asyncio.run(_daemon(settings, listen, _config_sinks(config)))
+
+
+def _monitoring_disabled(config: Config) -> bool:
+    """Monitoring switched off: say so and let the daemon exit 0 at once. The unit restarts
+    the collector only on failure, so a clean exit stays stopped instead of looping."""
+    switch = config.monitoring_disabled_by
+    if switch is None:
+        return False
+    logging.getLogger("flow.collector").warning(
+        "health monitoring is disabled (%s); the collector exits", switch)
+    return True
 
 
 def _config_sinks(config: Config) -> dict[str, BatchSink]:

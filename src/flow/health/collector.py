@@ -6,6 +6,8 @@
     GPUd → snapshot (NVML fallback)       POST → 2xx: move + save the cursor
     + host metrics (psutil)               failure: keep the data, back off, retry
     score → MetricsStore → wake sender    SIGTERM: drain or abandon, exit
+    (urgent when the status changed)      a partial batch waits to fill, up to the flush
+                                          interval; an urgent sample is sent at once
 ```
 Sampling and sending are independent asyncio tasks: an endpoint outage of any length costs
 neither samples nor memory (the backlog is read from disk, batch by batch), and a slow GPUd
@@ -33,20 +35,23 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flow.config import Config, Thresholds
+from flow.config import DEFAULT_METRICS_FLUSH_INTERVAL_S, FLUSH_INTERVAL_RANGE, Config, Thresholds
 from flow.errors import ConfigError, FlowError, StorageError
+from flow.fleet.instance_types import lookup_instance_type
 from flow.fs import ensure_private_dir
+from flow.grammar import pushgateway_group
 from flow.health.bootid import local_boot_id
 from flow.health.host import HostSampler
 from flow.health.nvml import NvmlReader
 from flow.health.sampling import GpudReader, Sampler
-from flow.health.snapshot import Snapshot, format_time, utcnow
+from flow.health.snapshot import HealthStatus, Snapshot, format_time, utcnow
 from flow.health.storage.cursors import CURSOR_DIR
 from flow.health.streaming.backoff import DEFAULT_BACKOFF_MAX_S, DEFAULT_BACKOFF_MIN_S, Backoff
 from flow.health.streaming.cursor import CursorFile
 from flow.health.streaming.endpoint import DEFAULT_SEND_TIMEOUT_S, EndpointSink, TokenSource
 from flow.health.streaming.sender import DEFAULT_SHUTDOWN_GRACE_S, Streamer
 from flow.health.streaming.sink import BatchSink
+from flow.secrets import validate_password
 
 __all__ = [
     "CLEANUP_EVERY",
@@ -66,6 +71,7 @@ CLEANUP_EVERY = timedelta(hours=1)
 #: sample to the next is a clock step (NTP slews smaller errors), and is logged.
 CLOCK_STEP_WARN_S = 5.0
 _STATE_DIR = CURSOR_DIR  # where every deleter of the store looks for cursors
+_ENDPOINT_VAR = "FLOW_METRICS_ENDPOINT"
 
 
 def default_cursor_path(metrics_dir: Path) -> Path:
@@ -83,6 +89,8 @@ class CollectorSettings:
     task_id: str
     task_name: str = ""
     instance_type: str | None = None
+    # GPUs this node should have (fewer visible is critical); from_config: the instance type's count.
+    expected_gpus: int | None = None
     node: str = field(default_factory=socket.gethostname)
     interval_s: float = 60.0
     gpud_url: str | None = "https://127.0.0.1:15132"
@@ -94,6 +102,7 @@ class CollectorSettings:
     thresholds: Thresholds = field(default_factory=Thresholds)
     endpoint: str | None = None
     batch_size: int = 100
+    flush_interval_s: float = DEFAULT_METRICS_FLUSH_INTERVAL_S
     token: str | None = field(default=None, repr=False)
     token_file: Path | None = None
     gzip: bool = True
@@ -111,6 +120,9 @@ class CollectorSettings:
             raise ConfigError(f"interval={self.interval_s!r} is not allowed; allowed: 0 < seconds <= 86400")
         if self.batch_size < 1:
             raise ConfigError(f"batch size={self.batch_size!r} is not allowed; allowed: an integer >= 1")
+        if not FLUSH_INTERVAL_RANGE.contains(self.flush_interval_s):
+            raise ConfigError(f"flush interval={self.flush_interval_s!r} is not allowed; "
+                              f"allowed: {FLUSH_INTERVAL_RANGE.describe()}")
         Backoff(min_s=self.backoff_min_s, max_s=self.backoff_max_s)  # validates
 
     @property
@@ -147,6 +159,7 @@ class CollectorSettings:
             "thresholds": config.thresholds,
             "endpoint": h.metrics_endpoint,
             "batch_size": h.metrics_batch_size,
+            "flush_interval_s": h.metrics_flush_interval,
             # A token from the environment is fixed; one from a file is re-read before each send.
             "token": (h.metrics_auth_token
                       if config.sources.get("metrics_auth_token", "").startswith("env") else None),
@@ -154,6 +167,8 @@ class CollectorSettings:
             "gzip": h.metrics_gzip,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "expected_gpus" not in values:
+            values["expected_gpus"] = lookup_instance_type(values["instance_type"]).count
         return cls(**values)
 
 
@@ -230,11 +245,14 @@ class Collector:
         self.sampler = Sampler(
             settings, gpud=self._gpud, host=host or HostSampler(), nvml=self._nvml,
             thresholds=settings.thresholds, boot_id=local_boot_id() if self._gpud is not None else None,
+            expected_gpus=settings.expected_gpus,
         )
         self.streamers: list[Streamer] = []
         self.cycles = 0
         self.skipped_ticks = 0
         self._wakes: list[asyncio.Event] = []
+        self._urgent: list[asyncio.Event] = []
+        self._last_status: HealthStatus | None = None
         self._writing: asyncio.Future[None] | None = None
         self._next_cleanup: float | None = None
         self._last_sample: tuple[datetime, float] | None = None
@@ -289,9 +307,20 @@ class Collector:
             except StorageError as exc:
                 log.error("sample not stored: %s", exc)
             else:
-                for wake in self._wakes:
-                    wake.set()
+                self._wake_senders(snap)
         return snap
+
+    def _wake_senders(self, snap: Snapshot) -> None:
+        """Tell each sender a sample is stored; urgently when the node's status changed (the
+        first sample after start counts as a change, so a destination hears of a node at once):
+        a fault never waits for a batch to fill."""
+        status = snap.status
+        if status != self._last_status:
+            self._last_status = status
+            for urgent in self._urgent:
+                urgent.set()
+        for wake in self._wakes:
+            wake.set()
 
     def _check_clock(self, wall: datetime) -> None:
         """Log a step of the wall clock between two samples (NTP stepping it, an operator
@@ -316,19 +345,21 @@ class Collector:
     def _make_streamers(self) -> list[Streamer]:
         """One streamer, with its own cursor, per destination: the endpoint, then each sink."""
         s = self.settings
-        destinations: list[tuple[BatchSink, Path]] = []
+        destinations: list[tuple[BatchSink, Path, float]] = []
         if s.endpoint:
-            tokens = TokenSource(token=s.token, path=s.token_file if s.token is None else None)
-            endpoint = EndpointSink(s.endpoint, tokens=tokens, gzip=s.gzip, timeout_s=s.send_timeout_s)
-            destinations.append((endpoint, s.cursor_file))
+            endpoint, latest_only = self._endpoint_sink(s.endpoint)
+            # A Pushgateway keeps only the latest push: holding a sample back for a batch to
+            # fill would only leave the gateway's values stale.
+            destinations.append((endpoint, s.cursor_file, 0.0 if latest_only else s.flush_interval_s))
         for name, extra in self._extra_sinks.items():
-            destinations.append((extra, s.cursor_file.with_name(f"stream-cursor-{name}.json")))
+            destinations.append((extra, s.cursor_file.with_name(f"stream-cursor-{name}.json"),
+                                 s.flush_interval_s))
         if not destinations:
             return []
         from flow.health.streaming.store_source import StoreBacklog
 
         streamers = []
-        for sink, path in destinations:
+        for sink, path, flush_s in destinations:
             backlog = StoreBacklog(self._store, s.task_id)
             state = CursorFile(path).load()
             if state is not None and not backlog.is_ours(state.position):
@@ -339,9 +370,42 @@ class Collector:
             streamers.append(Streamer(
                 source=backlog, sink=sink, cursor=CursorFile(path), batch_size=s.batch_size,
                 poll_s=s.interval_s, backoff=Backoff(min_s=s.backoff_min_s, max_s=s.backoff_max_s),
-                shutdown_grace_s=s.shutdown_grace_s,
+                shutdown_grace_s=s.shutdown_grace_s, flush_s=flush_s,
             ))
         return streamers
+
+    def _endpoint_sink(self, url: str) -> tuple[BatchSink, bool]:
+        """FLOW_METRICS_ENDPOINT's destination: the JSON payload POSTed, or, when the URL is a
+        Pushgateway's (`/metrics/job/<job>[/<label>/<value>...]`), this node's latest snapshot
+        PUT in the exposition format to its own group (the path's labels, then task_id and
+        node), through the Pushgateway sink. Either way the same cursor file and retries.
+        The flag is True for a Pushgateway (it keeps only the latest push).
+
+        Raises:
+            ConfigError: a malformed grouping path, a bad password in the URL, or both a
+                password in the URL and a bearer token (a request carries one Authorization).
+        """
+        s = self.settings
+        has_token = s.token is not None or s.token_file is not None
+        tokens = TokenSource(token=s.token, path=s.token_file if s.token is None else None)
+        group = pushgateway_group(url, name=_ENDPOINT_VAR)
+        if group is None:
+            return EndpointSink(url, tokens=tokens, gzip=s.gzip, timeout_s=s.send_timeout_s), False
+        password = group.password
+        if group.username is not None:
+            if has_token:
+                raise ConfigError(f"{_ENDPOINT_VAR} carries user:password@ and FLOW_METRICS_AUTH_TOKEN "
+                                  "is set too; allowed: one of them (a request has one Authorization)")
+            password = validate_password(password or "", source=f"the password in {_ENDPOINT_VAR}")
+        # The sinks package (and its aiohttp) only when a Pushgateway is the destination.
+        from flow.health.sinks.pushgateway import PushgatewaySink
+        from flow.health.sinks.settings import PushgatewaySettings
+        from flow.health.streaming.sink_bridge import SinkBridge
+
+        settings = PushgatewaySettings(
+            name=_ENDPOINT_VAR, type="pushgateway", timeout_s=s.send_timeout_s, url=group.base_url,
+            job=group.job, grouping=group.labels, username=group.username, password=password)
+        return SinkBridge(PushgatewaySink(settings, bearer=tokens.get if has_token else None)), True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Collect (and stream) until `stop` is set; returns after a clean shutdown.
@@ -361,9 +425,11 @@ class Collector:
             # The senders stop after the sampler, so that their last read sees the last sample.
             sender_stop = asyncio.Event()
             self._wakes = [asyncio.Event() for _ in self.streamers]
+            self._urgent = [asyncio.Event() for _ in self.streamers]
             tasks = [asyncio.create_task(self._sample_loop(stop), name="flow-sampler")]
-            tasks += [asyncio.create_task(x.run(sender_stop, wake), name=f"flow-sender-{i}")
-                      for i, (x, wake) in enumerate(zip(self.streamers, self._wakes, strict=True))]
+            tasks += [asyncio.create_task(x.run(sender_stop, wake, urgent), name=f"flow-sender-{i}")
+                      for i, (x, wake, urgent) in enumerate(
+                          zip(self.streamers, self._wakes, self._urgent, strict=True))]
             try:
                 # Returns when the sampler ends (on stop) or either task fails.
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
