@@ -148,6 +148,7 @@ def gz_chunks(f: BinaryIO, counters: ReadCounters, where: str) -> Iterator[bytes
     decomp = zlib.decompressobj(wbits=31)
     in_member = False
     member_out = member_lines = 0
+    line_bytes = 0.0  # the mean line length of the member's first chunk (before any damage)
     consumed = 0  # compressed bytes of the file handed to zlib so far
     pending = b""
     while True:
@@ -166,7 +167,7 @@ def gz_chunks(f: BinaryIO, counters: ReadCounters, where: str) -> Iterator[bytes
                 member_out += len(out)
                 yield out
             damage_at = consumed + used
-            _count_damage(f, counters, where, damage_at, member_out, member_lines)
+            _count_damage(f, counters, where, damage_at, member_lines, line_bytes)
             # Resume at the next member (late writes folded in by the compressor are members).
             restart = _next_member(f, damage_at + 1)
             if restart is None:
@@ -179,9 +180,13 @@ def gz_chunks(f: BinaryIO, counters: ReadCounters, where: str) -> Iterator[bytes
             decomp = zlib.decompressobj(wbits=31)
             in_member = False
             member_out = member_lines = 0
+            line_bytes = 0.0
             continue
         if out:
-            member_lines += out.count(b"\n")
+            newlines = out.count(b"\n")
+            if not line_bytes and newlines:
+                line_bytes = len(out) / newlines
+            member_lines += newlines
             member_out += len(out)
             yield out
         if decomp.eof:
@@ -191,6 +196,7 @@ def gz_chunks(f: BinaryIO, counters: ReadCounters, where: str) -> Iterator[bytes
             decomp = zlib.decompressobj(wbits=31)  # the next gzip member, if any
             in_member = False
             member_out = member_lines = 0
+            line_bytes = 0.0
         else:
             tail = decomp.unconsumed_tail
             consumed += len(pending) - len(tail)
@@ -229,20 +235,22 @@ def _salvage(saved: Any, data: bytes) -> tuple[bytes, int]:
     return b"".join(out), used
 
 
-def _count_damage(f: BinaryIO, counters: ReadCounters, where: str, at: int, member_out: int,
-                  member_lines: int) -> None:
-    """Count the lines lost at damage: estimated from the member's recorded size (the gzip
-    trailer's ISIZE, when the damaged member is the file's last) and its mean line length."""
+def _count_damage(f: BinaryIO, counters: ReadCounters, where: str, at: int, member_lines: int,
+                  line_bytes: float) -> None:
+    """Count the lines lost at damage: the member's recorded size (the gzip trailer's ISIZE,
+    when the damaged member is the file's last) over its mean line length, less the lines
+    inflated. Damaged data often inflates to text without newlines until zlib notices, so
+    counting the newlines seen would hide most of the loss."""
     lost = 1
     try:
         f.seek(-4, os.SEEK_END)
         isize = int.from_bytes(f.read(4), "little")
     except OSError:
         isize = 0
-    if isize > member_out and member_lines:
-        lost = max(1, round((isize - member_out) / (member_out / member_lines)))
+    if line_bytes:
+        lost = max(1, round(isize / line_bytes) - member_lines)
     counters.corrupt(f"{where}: damaged gzip data at compressed byte {at} "
-                     f"(about {lost} line(s) after it unreadable)")
+                     f"(about {lost} line(s) unreadable)")
     counters.corrupt_lines += lost - 1
 
 
