@@ -198,3 +198,19 @@ def test_the_daemon_imports_no_sink_it_does_not_use() -> None:
             "print(sorted(m for m in ('aiohttp', 'flow.health.sinks', 'boto3') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_instance_types_gpu_count_is_what_the_node_should_have(
+    tmp_path: Path, gpud: Gpud, flow_home: Path
+) -> None:
+    from flow.config import load_config
+
+    config = load_config({"FLOW_HOME": str(flow_home)})
+    env = {"FLOW_INSTANCE_TYPE": "h100.4xlarge"}
+    assert CollectorSettings.from_config(config, task_id="t", env=env).expected_gpus == 4
+    assert CollectorSettings.from_config(config, task_id="t", env={}).expected_gpus is None
+    # The simulated GPUd shows 2 GPUs where the instance type has 4: the same verdict as a sweep's.
+    settings = _settings(tmp_path, gpud, instance_type="h100.4xlarge", expected_gpus=4, use_nvml=False)
+    (snap,) = _samples(Collector(settings), 1)
+    assert snap.expected_gpus == 4 and snap.status is HealthStatus.CRITICAL
+    assert snap.verdict is not None and snap.verdict.reasons[0].message == "2 of 4 GPUs visible"

@@ -35,7 +35,9 @@ from flow.health.sim.xid_catalog import XID_CATALOG, xid_reason
 
 __all__ = [
     "DEFAULT_QUERY_SINCE_S",
+    "HEALTH_SETTABLE",
     "METRICS_RETENTION_S",
+    "SET_HEALTHY_SINCE",
     "ApiError",
     "NodeApi",
     "is_legacy_version",
@@ -46,6 +48,12 @@ DEFAULT_QUERY_SINCE_S = 30 * 60     # GPUd's DefaultQuerySince
 METRICS_RETENTION_S = 3 * 3600      # GPUd keeps metrics 3 h by default
 _SAMPLE_CACHE = 48                  # sampler minutes kept per node
 _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$")
+#: GPUd added POST /v1/health-states/set-healthy in v0.8.0 (GPUd PR #1073).
+SET_HEALTHY_SINCE = (0, 8, 0)
+#: The simulated components that implement GPUd's HealthSettable: set-healthy purges their
+#: events up to now, so a fault logged before it no longer makes them unhealthy.
+HEALTH_SETTABLE = frozenset({"accelerator-nvidia-error-xid", "accelerator-nvidia-error-sxid",
+                             "accelerator-nvidia-infiniband"})
 
 
 class ApiError(Exception):
@@ -55,9 +63,10 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.extra: dict[str, Any] = {}  # more keys of the error body (set-healthy's `failed`)
 
     def body(self) -> bytes:
-        return orjson.dumps({"code": self.status, "message": self.message})
+        return orjson.dumps({"code": self.status, "message": self.message, **self.extra})
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
@@ -94,6 +103,9 @@ class NodeApi:
         self._bodies: dict[tuple[Any, ...], bytes] = {}
         self.components = legacy.COMPONENTS if self.legacy else REGISTERED_COMPONENTS
         self.unsupported = legacy.UNSUPPORTED if self.legacy else UNSUPPORTED_COMPONENTS
+        self.has_set_healthy = parse_version(gpud_version) >= SET_HEALTHY_SINCE
+        #: component -> unix time of its last set-healthy: its events up to then are purged.
+        self.cleared: dict[str, float] = {}
 
     # -- caches -------------------------------------------------------------------------------
     def _sample(self, ts: int) -> NodeSample:
@@ -147,7 +159,7 @@ class NodeApi:
         if self.legacy:
             allstates = legacy.build_states_v04(self.profile, s, now)
         else:
-            allstates = build_states(self.profile, s, now)
+            allstates = build_states(self.profile, s, now, cleared=self.cleared)
         wanted = set(comps)
         return [e for e in allstates if e["component"] in wanted]
 
@@ -168,6 +180,8 @@ class NodeApi:
         xid_component = legacy.XID_COMPONENT if self.legacy else "accelerator-nvidia-error-xid"
         if component != xid_component or inc is None or not (start_ts <= inc.ts <= now):
             return []
+        if inc.ts <= self.cleared.get(component, float("-inf")):
+            return []  # purged by set-healthy
         ident = self.profile.gpus[inc.gpu_index]
         entry = XID_CATALOG[inc.xid]
         if self.legacy:
@@ -230,6 +244,34 @@ class NodeApi:
                                  "metrics": metrics.get(c)}})
         return out
 
+    def set_healthy(self, raw: str | None, now: float) -> dict[str, Any]:
+        """POST /v1/health-states/set-healthy?components=: GPUd v0.8+ only (404 before).
+
+        As GPUd's handler: `components` is required (400), an unknown name is a 404, and each
+        named component that cannot be set healthy is listed under `failed`; when none could
+        be, the answer is a 400.
+        """
+        if self.legacy or not self.has_set_healthy:
+            raise ApiError(404, "404 page not found")
+        if not raw:
+            raise ApiError(400, "components parameter is required")
+        comps = self.parse_components(raw)
+        successful: list[str] = []
+        failed: dict[str, str] = {}
+        for c in comps:
+            if c in HEALTH_SETTABLE and c not in self.unsupported:
+                self.cleared[c] = now
+                successful.append(c)
+            else:
+                failed[c] = "component does not support setting healthy state"
+        self._bodies.clear()  # the cached /v1/states of this minute no longer holds
+        if failed and not successful:
+            err = ApiError(400, "failed to set any component to healthy")
+            err.extra = {"failed": failed}
+            raise err
+        return {"code": 200, "message": "set healthy states completed", "successful": successful,
+                "failed": failed}
+
     def machine_info(self, now: float) -> bytes:
         if self.legacy:
             raise ApiError(404, "404 page not found")
@@ -289,7 +331,7 @@ def _machine_info(p: NodeProfile, gpud_version: str) -> dict[str, Any]:
             "architecture": m.architecture,
             "memory": m.memory_label,
             "gpus": [{"uuid": g.uuid, "busID": g.bus_id, "sn": g.serial, "minorID": str(g.index),
-                      "boardID": g.index * 256} for g in p.gpus],
+                      "boardID": g.index * 256} for g in p.listed_gpus],
         },
         "diskInfo": {
             "blockDevices": [

@@ -340,6 +340,9 @@ def _route(node: SimNode, request: web.Request) -> web.Response:
     api, path, q = node.api, request.path, request.query
     now = node.clock()
     indent = request.headers.get("json-indent", "").lower() == "true"
+    if path == "/v1/health-states/set-healthy" and request.method == "POST" and api.has_set_healthy:
+        return _json_response(request, orjson.dumps(api.set_healthy(q.get("components"), now)),
+                              indent=indent)
     if request.method not in ("GET", "HEAD"):
         return web.Response(status=404, text="404 page not found")
     if path == "/healthz":

@@ -7,6 +7,7 @@ stored as a string under `extra_info["data"]`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -124,8 +125,10 @@ def _checked(n: int, what: str) -> str:
     return f"all {n} GPU(s) were checked, no {what} issue found"
 
 
-def build_states(p: NodeProfile, s: NodeSample, now: float) -> list[dict[str, Any]]:
-    """The whole `/v1/states` answer (every supported component, sorted by name)."""
+def build_states(p: NodeProfile, s: NodeSample, now: float, *,
+                 cleared: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """The whole `/v1/states` answer (every supported component, sorted by name). `cleared`:
+    component -> when set-healthy last purged its events."""
     n, ts = len(p.gpus), s.ts
     ids, gs, m = p.gpus, s.gpus, p.model
     out: dict[str, dict[str, Any]] = {}
@@ -227,7 +230,8 @@ def build_states(p: NodeProfile, s: NodeSample, now: float) -> list[dict[str, An
     add("accelerator-nvidia-hw-slowdown", _hw_slowdown(p, s))
     add("accelerator-nvidia-nvlink", _nvlink(p, s))
     add("accelerator-nvidia-processes", _processes(p, s))
-    add("accelerator-nvidia-error-xid", _error_xid(p, now))
+    add("accelerator-nvidia-error-xid",
+        _error_xid(p, now, (cleared or {}).get("accelerator-nvidia-error-xid")))
     add("accelerator-nvidia-error-sxid", {"time": None, "name": "error_sxid", "health": "Healthy",
                                           "reason": "SXIDComponent is healthy"})
     add("accelerator-nvidia-gpu-counts", _state(
@@ -387,11 +391,12 @@ def _processes(p: NodeProfile, s: NodeSample) -> dict[str, Any]:
     return _state(c, s.ts, "Healthy", _checked(len(p.gpus), "process"), data={"processes": procs})
 
 
-def _error_xid(p: NodeProfile, now: float) -> dict[str, Any]:
-    """GPUd's evolved XID state: name `error_xid`, no component, `time` null, no extra_info."""
+def _error_xid(p: NodeProfile, now: float, cleared_at: float | None = None) -> dict[str, Any]:
+    """GPUd's evolved XID state: name `error_xid`, no component, `time` null, no extra_info.
+    An XID logged before the last set-healthy (`cleared_at`) was purged with its event."""
     st: dict[str, Any] = {"time": None, "name": "error_xid"}
     inc = p.xid
-    if inc is None or inc.ts > now:
+    if inc is None or inc.ts > now or (cleared_at is not None and inc.ts <= cleared_at):
         st.update({"health": "Healthy", "reason": "XIDComponent is healthy"})
         return st
     entry = XID_CATALOG[inc.xid]
