@@ -20,7 +20,7 @@ from flow.errors import ConfigError
 from flow.fleet.inventory import Inventory
 from flow.fleet.model import Task
 from flow.health.snapshot import Snapshot
-from flow.health.sources.prometheus import ExpectedNode, PrometheusSource, window_bounds
+from flow.health.sources.prometheus import ExpectedNode, PrometheusSource, paused_gc, window_bounds
 from flow.secrets import read_secret_file, validate_token
 
 __all__ = ["prometheus_fleet_view", "prometheus_history", "prometheus_source"]
@@ -114,7 +114,8 @@ def prometheus_fleet_view(config: Config, url_option: str | None, *, include_all
             snapshots, elapsed_s = _read(source, config, include_all=include_all,
                                          filter_text=filter_text)
             if as_json:
-                print_json(fleet_document(snapshots, elapsed_s=elapsed_s))
+                with paused_gc():
+                    print_json(fleet_document(snapshots, elapsed_s=elapsed_s))
             else:
                 if watch_s is not None and out.is_terminal:
                     out.clear()
@@ -160,9 +161,11 @@ def prometheus_history(config: Config, ref: str, hours: float, url_option: str |
     summary = summarize_task(task_id, [Sample.from_snapshot(s) for s in snapshots],
                              window_start=start, window_end=end).to_dict()
     if as_json:
-        doc = history_document(task_doc, snapshots, hours=hours, source="prometheus", summary=summary)
-        doc["notes"] = []
-        print_json(doc)
+        with paused_gc():
+            doc = history_document(task_doc, snapshots, hours=hours, source="prometheus",
+                                   summary=summary)
+            doc["notes"] = []
+            print_json(doc)
         return EXIT_OK
     if not snapshots:
         click.echo(f"note: Prometheus at {source.shown_url} holds no snapshot of {task_id} in the "

@@ -76,6 +76,7 @@ __all__ = [
     "fleet_queries",
     "history_queries",
     "history_step",
+    "paused_gc",
     "window_bounds",
 ]
 
@@ -87,7 +88,7 @@ DEFAULT_STALE_AFTER_S = 300.0
 DEFAULT_LOOKBACK_S = 3600.0
 DEFAULT_TIMEOUT_S = 30.0
 #: The largest answer read: the biggest query of a 10,000-node, 8-GPU fleet answers about
-#: 12 MiB (docs/benchmarks.md); a hostile or misdirected endpoint cannot make us buffer more.
+#: 8 MiB (docs/benchmarks.md); a hostile or misdirected endpoint cannot make us buffer more.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 #: Prometheus refuses range queries of more than 11,000 points per series.
 MAX_POINTS_PER_SERIES = 11_000
@@ -131,10 +132,10 @@ NodeKey = tuple[str, str]  # (task_id, node)
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """The cyclic collector paused: decoding a fleet's answers allocates millions of dicts and
-    lists, none of them in a cycle, and its collections would scan them all again and again
-    (a third of the time for 10,000 nodes)."""
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused. Decoding a fleet's answers, and turning 10,000
+    snapshots into a JSON document, allocate millions of dicts and lists, none of them in a
+    cycle; the collector's passes would scan them all again and again (a third of the time)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -345,7 +346,7 @@ class PrometheusSource:
         started = time.monotonic()
         now = now or datetime.now(timezone.utc)
         queries = fleet_queries(lookback_s=max(self.lookback_s, self.stale_after_s))
-        with _no_gc():
+        with paused_gc():
             results = await self._queries("/api/v1/query", queries,
                                           {"time": f"{now.timestamp():.3f}"})
             snapshots = assemble_fleet(results, now=now, stale_after_s=self.stale_after_s,
@@ -365,7 +366,7 @@ class PrometheusSource:
         step = history_step(hours, interval_s)
         end = now.timestamp()
         extra = {"start": f"{end - hours * 3600.0:.3f}", "end": f"{end:.3f}", "step": f"{step}s"}
-        with _no_gc():
+        with paused_gc():
             results = await self._queries("/api/v1/query_range", history_queries(task_id), extra)
             return assemble_history(results, thresholds=self.thresholds)
 
