@@ -302,3 +302,40 @@ def test_token_is_sent_as_bearer(capsys: pytest.CaptureFixture[str], monkeypatch
 
     asyncio.run(run())
     assert seen and set(seen) == {"Bearer tok-123"}
+
+
+def test_watch_reads_again_until_interrupted(prom: PrometheusServer) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flow.cli.main", "health", "--gpu", "--json", "--watch", "0.2",
+         "--source", "prometheus", "--prometheus-url", prom.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    try:
+        assert proc.stdout is not None
+        documents, lines = 0, []
+        for line in proc.stdout:  # each document ends with a `}` alone on its line
+            lines.append(line)
+            if line == b"}\n":
+                assert len(orjson.loads(b"".join(lines))["nodes"]) == len(NODES)
+                documents, lines = documents + 1, []
+                if documents == 2:
+                    break
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert documents == 2
+
+
+def test_source_options_that_do_not_go_together(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "health", "--gpu", "--prometheus-url", "http://127.0.0.1:9")
+    assert code == 2 and "--prometheus-url" in err and "--source prometheus" in err
+    code, _, err = _run(capsys, "health", "--task", TASK, "--source", "prometheus",
+                        "--prometheus-url", "http://127.0.0.1:9")
+    assert code == 2 and "--history" in err
