@@ -339,3 +339,15 @@ def test_source_options_that_do_not_go_together(capsys: pytest.CaptureFixture[st
     code, _, err = _run(capsys, "health", "--task", TASK, "--source", "prometheus",
                         "--prometheus-url", "http://127.0.0.1:9")
     assert code == 2 and "--history" in err
+
+
+def test_config_show_redacts_the_url(capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOW_PROMETHEUS_URL", "https://flow:s3cret-pw@prom.example.com:9090")
+    monkeypatch.setenv("FLOW_PROMETHEUS_STALE_AFTER", "120")
+    code, out, err = _run(capsys, "config", "show")
+    assert code == 0, err
+    assert "https://***@prom.example.com:9090" in out and "s3cret-pw" not in out
+    monkeypatch.setenv("FLOW_PROMETHEUS_STALE_AFTER", "nan")
+    code, _, err = _run(capsys, "config", "show")
+    assert code == 2 and "FLOW_PROMETHEUS_STALE_AFTER" in err
