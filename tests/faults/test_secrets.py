@@ -231,7 +231,9 @@ def test_token_file_whose_read_fails_is_named() -> None:
     )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="not applicable as root: root reads a mode-000 file, permission cannot refuse it")
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="not applicable as root: root reads a mode-000 file, permissions cannot stop it"
+)
 def test_token_file_without_read_permission(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
