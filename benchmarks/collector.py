@@ -6,7 +6,7 @@
 Three processes, so that each figure is the daemon's own:
 - a simulated 8-GPU GPUd node (`flow.health.sim`) in a process of its own;
 - a receiver (aiohttp on 127.0.0.1) in another, counting records by id;
-- the daemon itself, `python -m flow.health.collector`, exactly as systemd runs it.
+- the daemon itself, `python -m flow.cli.collect_cmd`, exactly as systemd runs it.
 
 1. Cycles: the daemon samples the 8-GPU node every `--interval` s, stores each snapshot and
    streams it to the receiver. CPU per cycle is the daemon's user+system time (from
@@ -121,7 +121,7 @@ def _receiver_count(port: int) -> dict[str, Any]:
 
 
 def _daemon(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "flow.health.collector", "--log-level", "warning", *args],
+    return subprocess.Popen([sys.executable, "-m", "flow.cli.collect_cmd", "--log-level", "warning", *args],
                             env=env, stdout=subprocess.DEVNULL)
 
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from flow.fleet.inventory import Inventory  # noqa: E402
 from flow.fleet.model import Node, Task  # noqa: E402
-from flow.health.shards import auto_workers  # noqa: E402
+from flow.health.sweep.shards import auto_workers  # noqa: E402
 from sshd_support import SshdFactory  # noqa: E402
 
 FLOW = [sys.executable, "-m", "flow.cli.main"]

@@ -41,7 +41,7 @@ echo "== 1. NVML reader: one JSON line per GPU"
 STATUS=0
 timeout 30 "$PY" - <<'PYEOF' || STATUS=1
 import json, sys, time
-from flow.health.nvml import NvmlReader, NvmlUnavailable
+from flow.health.collector.nvml import NvmlReader, NvmlUnavailable
 
 reader = NvmlReader()
 try:
@@ -61,7 +61,7 @@ reader.close()
 PYEOF
 
 echo "== 2. flow health collect --once (GPUd absent: NVML fallback)"
-timeout 30 "$PY" -m flow.health.collector --once --log-level info > "$WORK/once.json"
+timeout 30 "$PY" -m flow.cli.collect_cmd --once --log-level info > "$WORK/once.json"
 "$PY" - "$WORK/once.json" <<'PYEOF'
 import json, sys
 snap = json.load(open(sys.argv[1]))
@@ -75,7 +75,7 @@ for r in v["reasons"]:
 PYEOF
 
 echo "== 3. daemon: ~5 cycles at 1 s (after start-up), then the store's stats"
-FLOW_METRICS_INTERVAL=1 timeout 20 "$PY" -m flow.health.collector --log-level info &
+FLOW_METRICS_INTERVAL=1 timeout 20 "$PY" -m flow.cli.collect_cmd --log-level info &
 PID=$!
 sleep 7
 # The daemon's CPU time so far (utime + stime, in clock ticks): CPU per cycle on this node.

@@ -15,7 +15,7 @@ from collector.daemon import Gpud, InProcessDaemon, wait_for
 from collector.test_nvml import fake_nvml
 from flow.cli.main import main
 from flow.health.collector import Collector, CollectorSettings, next_deadline
-from flow.health.nvml import NvmlReader
+from flow.health.collector.nvml import NvmlReader
 from flow.health.sim import host_boot_id, start_fleet_in_thread
 from flow.health.snapshot import HealthStatus, Snapshot
 from flow.health.storage.store import MetricsStore
@@ -194,7 +194,7 @@ def test_second_daemon_on_the_same_store_is_refused(tmp_path: Path, gpud: Gpud) 
 def test_the_daemon_imports_no_sink_it_does_not_use() -> None:
     """The daemon's RSS goal (docs/collector.md) has room for httpx, not for aiohttp and every
     sink: an import of the sinks package from the streaming path cost 12 MB."""
-    code = ("import sys, flow.cli.collect_cmd, flow.health.collector, flow.health.streaming.endpoint; "
+    code = ("import sys, flow.cli.collect_cmd, flow.health.collector.daemon, flow.health.streaming.endpoint; "
             "print(sorted(m for m in ('aiohttp', 'flow.health.sinks', 'boto3') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""The real daemon process (`python -m flow.health.collector`, 1 s interval) killed with -9.
+"""The real daemon process (`python -m flow.cli.collect_cmd`, 1 s interval) killed with -9.
 
 At-least-once across crashes: every record the collector stored reaches the receiver, and
 the only duplicates are the batch that was in flight when the process died.
@@ -24,7 +24,7 @@ BATCH = 4
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as err:
-        return subprocess.Popen([sys.executable, "-m", "flow.health.collector", "--log-level", "debug"],
+        return subprocess.Popen([sys.executable, "-m", "flow.cli.collect_cmd", "--log-level", "debug"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
@@ -108,7 +108,7 @@ def test_prometheus_listen_serves_the_latest_snapshot(tmp_path: Path) -> None:
                      FLOW_TASK_ID="task-prom", FLOW_METRICS_INTERVAL="1")
     log = tmp_path / "collector.log"
     with open(log, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "flow.health.collector", "--prometheus-listen",
+        proc = subprocess.Popen([sys.executable, "-m", "flow.cli.collect_cmd", "--prometheus-listen",
                                  f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL, stderr=err)
     try:
         def scraped() -> bool:

@@ -1,6 +1,6 @@
 """FLOW_HEALTH_MONITORING=false (issue 13, item 8): the collector says so and exits 0 at once.
 
-The real daemon entry point (`python -m flow.health.collector`, as the systemd unit runs it):
+The real daemon entry point (`python -m flow.cli.collect_cmd`, as the systemd unit runs it):
 it must neither sample nor stream, nor fail (the unit restarts it only on failure, so a clean
 exit stays stopped). `--once` still samples on demand.
 """
@@ -30,7 +30,7 @@ def gpud() -> Iterator[Gpud]:
 
 
 def _collector(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flow.health.collector", *args],
+    return subprocess.run([sys.executable, "-m", "flow.cli.collect_cmd", *args],
                           env=python_env(FLOW_HOME=str(home), FLOW_TASK_ID="task-off", **env),
                           capture_output=True, text=True, timeout=HANG_BOUND_S)
 

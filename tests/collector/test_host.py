@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from flow.health.host import PSEUDO_FILESYSTEMS, HostSampler
+from flow.health.collector.host import PSEUDO_FILESYSTEMS, HostSampler
 
 
 def test_first_sample_has_no_network_rate_only_later_ones() -> None:

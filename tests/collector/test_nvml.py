@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flow.health.nvml import NvmlReader, NvmlUnavailable
+from flow.health.collector.nvml import NvmlReader, NvmlUnavailable
 
 
 class NVMLError(Exception):

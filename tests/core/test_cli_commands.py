@@ -10,7 +10,7 @@ import pytest
 
 from flow.cli import health_cmd
 from flow.cli.main import COMMANDS, cli, main
-from flow.health import checker
+from flow.health.sweep import checker
 
 
 @pytest.mark.parametrize("group,name", [(cli, n) for n in COMMANDS]
@@ -43,7 +43,7 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
 def test_importing_the_ssh_layer_prints_no_warnings() -> None:
     # Every SSH command imports asyncssh; with recent cryptography that printed fifteen DSA
     # deprecation warnings on stderr before the output. `-W default` shows any that remain.
-    code = "import flow.health.demo, flow.ssh.connection, flow.health.checker"
+    code = "import flow.health.sim.demo, flow.ssh.connection, flow.health.sweep.checker"
     proc = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and proc.stderr == ""

@@ -7,9 +7,9 @@ import io
 import pytest
 from rich.console import Console
 
-from flow.health.gpu_table import GpuTable
-from flow.health.render import FleetTable, HistoryView, IssuesTable
 from flow.health.snapshot import GpuReading
+from flow.views.gpu_table import GpuTable
+from flow.views.render import FleetTable, HistoryView, IssuesTable
 from sinks.snapshots import gpu, snapshot
 
 

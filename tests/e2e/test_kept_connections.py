@@ -13,9 +13,9 @@ import psutil
 import pytest
 
 from collector.daemon import Gpud
-from flow.health.checker import Checker, NodeTarget, SweepOptions, SweepResult
 from flow.health.sim import FleetThread, start_fleet_in_thread
 from flow.health.snapshot import HealthStatus
+from flow.health.sweep.checker import Checker, NodeTarget, SweepOptions, SweepResult
 from flow.ssh import SSHOptions, SSHParams
 from sshd_support import SshdFactory, SshdServer
 

@@ -1,4 +1,4 @@
-"""A sweep shared among processes (flow.health.shards): same rows, and a worker's failure costs
+"""A sweep shared among processes (flow.health.sweep.shards): same rows, and a worker's failure costs
 only its own nodes, each an `unknown` row saying what happened. Real sshd, simulated GPUd."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from flow.health.checker import Checker, NodeTarget, SweepOptions, SweepResult
-from flow.health.shards import MIN_NODES_PER_WORKER, SWEEP_WORKER_STATE, auto_workers, sweep_in_shards
 from flow.health.sim import FleetThread, start_fleet_in_thread
 from flow.health.snapshot import HealthStatus
+from flow.health.sweep.checker import Checker, NodeTarget, SweepOptions, SweepResult
+from flow.health.sweep.shards import MIN_NODES_PER_WORKER, SWEEP_WORKER_STATE, auto_workers, sweep_in_shards
 from flow.ssh import SSHOptions, SSHParams
 from sshd_support import SshdFactory
 
@@ -95,7 +95,7 @@ def test_a_worker_that_hangs_is_stopped_and_what_it_sent_is_kept(
     # Reports its first node for real (the genuine worker's line), then hangs.
     hang = [sys.executable, "-c",
             "import io, sys, pickle\n"
-            "from flow.health.shard_worker import run_job\n"
+            "from flow.health.sweep.shard_worker import run_job\n"
             "ssh, opts, targets = pickle.load(sys.stdin.buffer)\n"
             "run_job(io.BytesIO(pickle.dumps((ssh, opts, targets[:1]))), sys.stdout.buffer)\n"
             "import time; time.sleep(600)\n"]

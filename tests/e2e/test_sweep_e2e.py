@@ -51,7 +51,7 @@ def _task(i: int, name: str, server_port: int, user: str, key: Path, gpud_port: 
                 nodes=(Node(host=host, port=server_port, user=user, identity_file=str(key)),))
 
 
-# "3": the same sweep shared by this process and two worker processes (flow.health.shards),
+# "3": the same sweep shared by this process and two worker processes (flow.health.sweep.shards),
 # each failure class then met in a worker too; the verdicts must not depend on where.
 @pytest.mark.parametrize("workers", ["1", "3"])
 def test_every_scenario_and_failure_class_through_real_sshd(

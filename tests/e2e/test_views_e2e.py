@@ -14,9 +14,9 @@ import pytest
 from flow.cli.main import main
 from flow.fleet.inventory import Inventory
 from flow.fleet.model import Node, Task
-from flow.health.demo import DEMO_EXTRA_SCENARIOS
 from flow.health.scoring import score_snapshot
 from flow.health.sim import SCENARIOS
+from flow.health.sim.demo import DEMO_EXTRA_SCENARIOS
 from flow.health.snapshot import GpudStatus, GpuReading, Snapshot, utcnow
 from flow.health.storage import MetricsStore
 from sshd_support import SshdServer

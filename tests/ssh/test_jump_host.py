@@ -18,9 +18,9 @@ import psutil
 import pytest
 
 from flow.errors import SSHError
-from flow.health.checker import Checker, NodeTarget, SweepOptions, SweepResult
 from flow.health.sim import FleetThread, start_fleet_in_thread
 from flow.health.snapshot import HealthStatus
+from flow.health.sweep.checker import Checker, NodeTarget, SweepOptions, SweepResult
 from flow.ssh import SSHConnection, SSHOptions, SSHParams, SSHPool, connect
 from flow.ssh.jump import MAX_HOPS, jump_chain, parse_proxy_jump
 from sshd_support import KeyPair, SshdFactory, SshdServer, free_port

@@ -202,5 +202,9 @@ async def _daemon(settings: CollectorSettings, listen: tuple[str, int] | None,
 
 
 def run_standalone(argv: Sequence[str] | None = None) -> int:
-    """`flow-metrics-streamer` and `python -m flow.health.collector`: `collect` as the whole command."""
+    """`flow-metrics-streamer` and `python -m flow.cli.collect_cmd`: `collect` as the whole command."""
     return run_cli(collect, argv, prog_name="flow-metrics-streamer")
+
+
+if __name__ == "__main__":  # python -m flow.cli.collect_cmd
+    raise SystemExit(run_standalone())

@@ -17,12 +17,12 @@ from rich.rule import Rule
 from flow.cli.common import EXIT_OK, print_json
 from flow.cli.numbers import DEMO_TIMEOUT_RANGE, Bounded
 from flow.config import load_config
-from flow.health.checker import Checker, SweepOptions, SweepResult, targets_for
-from flow.health.demo import DEMO_EXTRA_SCENARIOS, DemoFleet
-from flow.health.documents import fleet_document
-from flow.health.render import TaskDetail, fleet_view
+from flow.health.sim.demo import DEMO_EXTRA_SCENARIOS, DemoFleet
 from flow.health.snapshot import HealthStatus
 from flow.health.storage import MetricsStore
+from flow.health.sweep.checker import Checker, SweepOptions, SweepResult, targets_for
+from flow.views.documents import fleet_document
+from flow.views.render import TaskDetail, fleet_view
 
 __all__ = ["demo"]
 

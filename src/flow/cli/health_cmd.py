@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
     from flow.fleet.inventory import Inventory
     from flow.fleet.model import Task
-    from flow.health.checker import Checker, NodeTarget, SweepResult
+    from flow.health.sweep.checker import Checker, NodeTarget, SweepResult
 
-# Kept in step with flow.health.checker (a test checks), so that --help imports no SSH stack.
+# Kept in step with flow.health.sweep.checker (a test checks), so that --help imports no SSH stack.
 DEFAULT_CONCURRENCY = 256
 DEFAULT_NODE_TIMEOUT_S = 20.0
 MAX_WORKERS = 256
@@ -86,7 +86,7 @@ def _select_tasks(inventory: Inventory, *, include_all: bool, text: str | None) 
 
 
 def _checker(config: Config, timeout: float, concurrency: int) -> Checker:
-    from flow.health.checker import Checker, SweepOptions
+    from flow.health.sweep.checker import Checker, SweepOptions
     from flow.ssh import SSHOptions
 
     return Checker(
@@ -111,8 +111,8 @@ def _progress(show: bool, total: int) -> Iterator[Callable[[int, int], None] | N
 
 def _sweep(checker: Checker, targets: Sequence[NodeTarget], *, show_progress: bool,
            processes: int = 1) -> SweepResult:
-    """One sweep over `processes` processes (see flow.health.shards)."""
-    from flow.health.shards import sweep_in_shards
+    """One sweep over `processes` processes (see flow.health.sweep.shards)."""
+    from flow.health.sweep.shards import sweep_in_shards
 
     raise_open_file_limit()  # before the workers start: they inherit it
     with _progress(show_progress, len(targets)) as progress:
@@ -283,8 +283,8 @@ def _sweep_loop(
     watch_s: float | None, store: bool, workers: int | None,
 ) -> SweepResult:
     """One sweep, or with `watch_s` one every `watch_s` seconds until interrupted."""
-    from flow.health.checker import targets_for
-    from flow.health.shards import auto_workers
+    from flow.health.sweep.checker import targets_for
+    from flow.health.sweep.shards import auto_workers
 
     targets = targets_for(tasks, config)
     # --watch keeps its connections between sweeps in one process: after the first sweep, a
@@ -325,8 +325,8 @@ class _Reporter:
         self.previous: Sequence[Snapshot] | None = None
 
     def __call__(self, result: SweepResult) -> None:
-        from flow.health.documents import fleet_document
-        from flow.health.render import changes_between, fleet_view
+        from flow.views.documents import fleet_document
+        from flow.views.render import changes_between, fleet_view
 
         if self.store:
             _store(self.config, result.snapshots)
@@ -347,9 +347,9 @@ class _Reporter:
 def _task_view(config: Config, ref: str, *, as_json: bool, timeout_s: float, store: bool,
                fail_on: str) -> int:
     from flow.fleet.inventory import Inventory
-    from flow.health.checker import targets_for
-    from flow.health.documents import task_document
-    from flow.health.render import TaskDetail
+    from flow.health.sweep.checker import targets_for
+    from flow.views.documents import task_document
+    from flow.views.render import TaskDetail
 
     task = Inventory.from_config(config).resolve(ref)
     checker = _checker(config, timeout_s, DEFAULT_CONCURRENCY)

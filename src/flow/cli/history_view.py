@@ -10,11 +10,11 @@ from rich.console import Console
 from flow.cli.common import EXIT_OK, print_json
 from flow.config import Config
 from flow.fleet.inventory import Inventory
-from flow.health.checker import targets_for
-from flow.health.documents import history_document
-from flow.health.history import fetch_task_history, read_window
-from flow.health.render import HistoryView
 from flow.health.storage import MetricsAggregator, MetricsStore
+from flow.health.sweep.checker import targets_for
+from flow.health.sweep.history import fetch_task_history, read_window
+from flow.views.documents import history_document
+from flow.views.render import HistoryView
 
 __all__ = ["show_history", "store_notes"]
 

@@ -33,7 +33,7 @@ from flow.health.sinks.vocabulary import metric_families
 from flow.health.snapshot import Snapshot, format_time, utcnow
 
 if TYPE_CHECKING:
-    from flow.health.checker import Checker, SweepSession
+    from flow.health.sweep.checker import Checker, SweepSession
 
 __all__ = ["export", "grafana_dashboard", "serve", "sinks_cmd"]
 
@@ -87,7 +87,7 @@ def _live_sweep(config: Config, *, keep_connections: bool = False) -> _LiveSweep
         ConfigError: the inventory holds no GPU task (checked once, up front).
     """
     from flow.fleet.inventory import Inventory
-    from flow.health.checker import Checker, SweepOptions
+    from flow.health.sweep.checker import Checker, SweepOptions
     from flow.ssh import SSHOptions
 
     inventory = Inventory.from_config(config)
@@ -107,7 +107,7 @@ class _LiveSweep:
 
     async def __call__(self) -> Sequence[Snapshot]:
         from flow.fleet.inventory import Inventory
-        from flow.health.checker import targets_for
+        from flow.health.sweep.checker import targets_for
 
         targets = targets_for(Inventory.from_config(self._config).gpu_tasks(), self._config)
         result = await (self._session.sweep(targets) if self._session is not None

@@ -102,8 +102,8 @@ def prometheus_fleet_view(config: Config, url_option: str | None, *, include_all
                           fail_on: str) -> int:
     """The fleet view from Prometheus, once or every `watch_s` seconds; the exit status."""
     from flow.cli.health_cmd import _console, fleet_has_problems
-    from flow.health.documents import fleet_document
-    from flow.health.render import changes_between, fleet_view
+    from flow.views.documents import fleet_document
+    from flow.views.render import changes_between, fleet_view
 
     source = prometheus_source(config, url_option)
     out = _console()
@@ -142,10 +142,10 @@ def prometheus_history(config: Config, ref: str, hours: float, url_option: str |
     """A task's history from Prometheus' range queries: the same view and summary."""
     from rich.console import Console
 
-    from flow.health.documents import history_document
-    from flow.health.render import HistoryView
     from flow.health.storage.sample import Sample
     from flow.health.storage.summary import summarize_task
+    from flow.views.documents import history_document
+    from flow.views.render import HistoryView
 
     source = prometheus_source(config, url_option)
     inventory = Inventory.from_config(config)

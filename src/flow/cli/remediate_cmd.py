@@ -140,11 +140,11 @@ def remediate_cmd(apply: bool, filter_text: str | None, max_nodes: int | None,
     """
     from flow.cli.health_cmd import _checker, _select_tasks, _store, _sweep
     from flow.fleet.inventory import Inventory
-    from flow.health.checker import DEFAULT_CONCURRENCY, targets_for
     from flow.health.remediate import Brake, NodeView, drain_reasons, held_by_us, make_plan
     from flow.health.remediate.act import carry_out
     from flow.health.snapshot import utcnow
     from flow.health.storage import MetricsStore
+    from flow.health.sweep.checker import DEFAULT_CONCURRENCY, targets_for
 
     config = get_config()
     settings = _settings(config, max_nodes, max_fraction)

@@ -88,7 +88,7 @@ def check_lines(config: Config) -> list[tuple[str, bool, str]]:
 
 def self_check_document(checks: list[tuple[str, bool, str]]) -> dict[str, object]:
     """The `--json` form: `ok` (every check passed) and the checks in order."""
-    from flow.health.documents import JSON_SCHEMA_VERSION  # imports rich: only for --json
+    from flow.views.documents import JSON_SCHEMA_VERSION  # imports rich: only for --json
 
     return {"schema": JSON_SCHEMA_VERSION, "kind": "self_check", "generated_at": format_time(utcnow()),
             "ok": all(ok for _, ok, _ in checks),

@@ -115,3 +115,7 @@ async def _serve(fleet: SimFleet) -> None:
         click.echo(f"serving {len(fleet.nodes)} simulated GPUd node(s); Ctrl-C to stop", err=True)
         await stop.wait()
     click.echo("stopped", err=True)
+
+
+if __name__ == "__main__":  # python -m flow.cli.sim_cmd: the same as `flow health sim`
+    sim.main(prog_name="python -m flow.cli.sim_cmd")

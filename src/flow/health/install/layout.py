@@ -55,7 +55,7 @@ VENV_MARKER = f"{VENV_DIR}/.flow-package"
 #: The collector's home (FLOW_HOME on the node): the store and the streaming cursor live here.
 STATE_DIR = "/var/lib/flow"
 STORE_DIR = f"{STATE_DIR}/metrics"
-#: Where the collector keeps its stream cursor: `flow.health.collector.default_cursor_path`
+#: Where the collector keeps its stream cursor: `flow.health.collector.daemon.default_cursor_path`
 #: of the store (a dot-directory, which the store never reads as a task).
 CURSOR_FILE = f"{STORE_DIR}/.collector/stream-cursor.json"
 

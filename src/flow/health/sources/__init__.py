@@ -1,4 +1,4 @@
-"""Where a fleet view is read from: the SSH sweep (flow.health.checker) or Prometheus (PromQL).
+"""Where a fleet view is read from: the SSH sweep (flow.health.sweep.checker) or Prometheus (PromQL).
 
 `flow.health.sources.prometheus` reads the fleet view and a task's history back from a
 Prometheus (or Thanos, Mimir, VictoriaMetrics) that the collectors remote-write to, with a

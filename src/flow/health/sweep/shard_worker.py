@@ -1,4 +1,5 @@
-"""The worker process of a sharded sweep (`flow.health.shards`): `python -m flow.health.shard_worker`.
+"""The worker process of a sharded sweep (`flow.health.sweep.shards`), run as
+`python -m flow.health.sweep.shard_worker`.
 
 Reads one job from stdin (a pickle of SSHOptions, SweepOptions and the node targets, written by
 the parent flow process), sweeps it, and writes one line per node to stdout as soon as the node
@@ -15,8 +16,8 @@ from typing import BinaryIO
 
 import orjson
 
-from flow.health.checker import Checker
 from flow.health.snapshot import Snapshot
+from flow.health.sweep.checker import Checker
 
 __all__ = ["run_job"]
 

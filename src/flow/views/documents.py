@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from flow.health.render import summarise
 from flow.health.snapshot import Snapshot, format_time, utcnow
+from flow.views.render import summarise
 
 __all__ = ["JSON_SCHEMA_VERSION", "fleet_document", "history_document", "task_document"]
 

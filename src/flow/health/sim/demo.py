@@ -7,7 +7,7 @@ through real SSH tunnels. Two extra nodes show SSH-side failures: one whose SSH 
 and one where GPUd was never installed.
 
 The nodes also take `flow ssh` and `flow logs`: each runs the commands sent to it on this
-machine, as the user running the demo, in its own directory (see flow.health.demo_node).
+machine, as the user running the demo, in its own directory (see flow.health.sim.demo_node).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import asyncssh
 from flow.fleet.inventory import Inventory
 from flow.fleet.model import Node, Task
 from flow.fs import ensure_private_dir
-from flow.health.demo_node import DemoNodeHome, session_handler
 from flow.health.sim import SCENARIOS, SimNode
+from flow.health.sim.demo_node import DemoNodeHome, session_handler
 from flow.ssh import SSHOptions
 
 __all__ = ["DEMO_EXTRA_SCENARIOS", "DemoFleet", "DemoNode", "demo_plan"]

@@ -16,8 +16,8 @@ from dataclasses import replace
 from typing import Protocol
 
 from flow.config import Thresholds
-from flow.health.host import HostSampler
-from flow.health.nvml import NvmlReader, NvmlUnavailable
+from flow.health.collector.host import HostSampler
+from flow.health.collector.nvml import NvmlReader, NvmlUnavailable
 from flow.health.scoring import DEFAULT_THRESHOLDS, score_snapshot
 from flow.health.snapshot import GpudStatus, HostMetrics, Snapshot, utcnow
 

@@ -4,7 +4,7 @@ One asyncio loop checks nodes on one core: the SSH handshake, TLS, parsing and s
 node cost 15-20 ms of CPU, so a single process tops out near 60 nodes a second however many
 cores the machine has. `sweep_in_shards` splits the targets into `workers` shards: this
 process sweeps the first while each of the others is swept by a worker process
-(`python -m flow.health.shard_worker`), which streams back each node's snapshot as soon as it
+(`python -m flow.health.sweep.shard_worker`), which streams back each node's snapshot as soon as it
 is read. The result is the same `SweepResult`, in the order of the targets.
 
 A worker that dies, or overruns the time its shard can take, costs only the nodes it had not
@@ -31,8 +31,8 @@ from dataclasses import replace
 
 import orjson
 
-from flow.health.checker import Checker, NodeTarget, SweepResult, failure_snapshot
 from flow.health.snapshot import Snapshot, utcnow
+from flow.health.sweep.checker import Checker, NodeTarget, SweepResult, failure_snapshot
 
 __all__ = [
     "MIN_NODES_PER_WORKER",
@@ -46,7 +46,7 @@ __all__ = [
 #: A worker costs an interpreter start and flow's imports (~0.3-0.5 s of CPU): below this many
 #: nodes for each, one process is faster.
 MIN_NODES_PER_WORKER = 100
-WORKER_MODULE = "flow.health.shard_worker"
+WORKER_MODULE = "flow.health.sweep.shard_worker"
 #: `gpud.state` of a node whose worker process failed before reporting it.
 SWEEP_WORKER_STATE = "sweep_worker"
 #: Beyond the per-node deadlines, what a worker may take to start and to report.

@@ -14,9 +14,9 @@ neither samples nor memory (the backlog is read from disk, batch by batch), and 
 costs no delivery. The schedule is nvitop's: a monotonic clock, the deadline advanced by the
 interval, never a negative sleep, and ticks that were missed are skipped, not burst.
 
-Entry points: `flow health collect` (flow.cli.collect_cmd), `python -m flow.health.collector`
-and the console script `flow-metrics-streamer` (both `main()`, which hands over to the CLI
-module: this module never prints and never exits).
+Entry points: `flow health collect`, `python -m flow.cli.collect_cmd` and the console script
+`flow-metrics-streamer`, all in `flow.cli.collect_cmd`: this module never prints, never exits
+and never imports the CLI.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from flow.fleet.instance_types import lookup_instance_type
 from flow.fs import ensure_private_dir
 from flow.grammar import pushgateway_group
 from flow.health.bootid import local_boot_id
-from flow.health.host import HostSampler
-from flow.health.nvml import NvmlReader
-from flow.health.sampling import GpudReader, Sampler
+from flow.health.collector.host import HostSampler
+from flow.health.collector.nvml import NvmlReader
+from flow.health.collector.sampling import GpudReader, Sampler
 from flow.health.snapshot import HealthStatus, Snapshot, format_time, utcnow
 from flow.health.storage.cursors import CURSOR_DIR
 from flow.health.streaming.backoff import DEFAULT_BACKOFF_MAX_S, DEFAULT_BACKOFF_MIN_S, Backoff
@@ -59,7 +59,6 @@ __all__ = [
     "CollectorSettings",
     "collect_once",
     "default_cursor_path",
-    "main",
     "next_deadline",
 ]
 
@@ -541,14 +540,3 @@ async def collect_once(settings: CollectorSettings, *, store: bool = True, **par
         return await collector.sample_once(store=store)
     finally:
         await collector.aclose()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`flow-metrics-streamer` / `python -m flow.health.collector`: the daemon's own command line."""
-    from flow.cli.collect_cmd import run_standalone
-
-    return run_standalone(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

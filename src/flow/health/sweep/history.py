@@ -20,10 +20,10 @@ from pathlib import Path
 from flow.config import Config
 from flow.errors import SSHError
 from flow.fs import ensure_private_dir
-from flow.health.checker import NodeTarget
 from flow.health.snapshot import Snapshot, utcnow
 from flow.health.storage import MetricsStore, task_dirname
 from flow.health.storage.layout import day_of
+from flow.health.sweep.checker import NodeTarget
 from flow.ssh import SSHOptions, SSHPool
 
 __all__ = ["HistoryFetch", "fetch_task_history", "read_window", "window_days"]

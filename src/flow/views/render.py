@@ -16,8 +16,6 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
-from flow.health.gpu_table import NA, GpuTable, bytes2human
-from flow.health.gpu_table import fmt_num as _num
 from flow.health.snapshot import (
     GpuReading,
     HealthStatus,
@@ -27,6 +25,8 @@ from flow.health.snapshot import (
     hottest,
 )
 from flow.health.xid import classify_xid
+from flow.views.gpu_table import NA, GpuTable, bytes2human
+from flow.views.gpu_table import fmt_num as _num
 
 __all__ = [
     "FleetSummary",
