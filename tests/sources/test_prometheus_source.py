@@ -71,6 +71,12 @@ NODES = _nodes()
 
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    # The fleet's times are relative to when it is loaded, not to when the module was imported:
+    # in a long run the tests here start minutes after collection, and every node would be stale.
+    global NOW, FRESH, NODES
+    NOW = datetime.now(timezone.utc).replace(microsecond=0)
+    FRESH = [NOW - timedelta(seconds=125), NOW - timedelta(seconds=65), NOW - timedelta(seconds=5)]
+    NODES = _nodes()
     with prometheus_with(tmp_path_factory.mktemp("prom"),
                          [s for snaps in NODES.values() for s in snaps]) as server:
         yield server
