@@ -33,7 +33,7 @@ from flow.health.sources.prometheus import (
 )
 from flow.health.storage.sample import Sample
 from flow.health.storage.summary import summarize_task
-from flow.views.render import summarise
+from flow.views.summary import summarise
 from sinks.servers import PrometheusServer, free_port, receiver
 from sinks.snapshots import GIB, snapshot
 

@@ -4,5 +4,6 @@ the `--json` documents. The only package besides `flow.cli` that imports rich; t
 from its UI.
 
 Modules: `render` (fleet, task and history views), `gpu_table` (the per-GPU table that fits the
-terminal), `documents` (the versioned `--json` documents, docs/json.md).
+terminal), `summary` (what the views say, computed without rich), `documents` (the versioned
+`--json` documents, docs/json.md; they import no rich).
 """

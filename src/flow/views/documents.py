@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from flow.health.snapshot import Snapshot, format_time, utcnow
-from flow.views.render import summarise
+from flow.views.summary import summarise
 
 __all__ = ["JSON_SCHEMA_VERSION", "fleet_document", "history_document", "task_document"]
 

@@ -1,13 +1,12 @@
 """Rich views of snapshots: the fleet table, its summary and issues, one task in depth, history.
 
-The only module under `flow.health` that imports rich. Views are small renderables
+What they say is computed in `summary` (pure); this module lays it out. Views are small renderables
 (`__rich_console__`) over plain snapshots; the CLI decides where they go. Colour thresholds are
 class constants the CLI may override. "N/A" is shown here, and only here, for a None reading.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from flow.health.snapshot import (
 from flow.health.xid import classify_xid
 from flow.views.gpu_table import NA, GpuTable, bytes2human
 from flow.views.gpu_table import fmt_num as _num
+from flow.views.summary import FleetSummary, changes_between, gpu_list, group_reasons, label, summarise
 
 __all__ = [
     "FleetSummary",
@@ -82,76 +82,8 @@ def sparkline(values: Sequence[float | None], width: int = 48) -> str:
     )
 
 
-def _gpu_list(gpus: Sequence[int]) -> str:
-    """`0-7`, `0,3,5`: compact GPU index lists."""
-    ordered = sorted(set(gpus))
-    if len(ordered) > 2 and ordered == list(range(ordered[0], ordered[-1] + 1)):
-        return f"{ordered[0]}-{ordered[-1]}"
-    return ",".join(str(g) for g in ordered)
-
-
-def group_reasons(reasons: Sequence[Reason]) -> list[tuple[Reason, list[int]]]:
-    """Per-GPU reasons of one rule folded into one line: (the worst reason, the GPUs it hit).
-
-    Reasons arrive sorted by scoring (worst reading first within a code); XIDs fold per XID code.
-    """
-    groups: dict[tuple[str, float | None], tuple[Reason, list[int]]] = {}
-    out: list[tuple[Reason, list[int]]] = []
-    for r in reasons:
-        if r.gpu is None:
-            out.append((r, []))
-            continue
-        key = (r.code, r.value if r.code.startswith("xid_") else None)
-        if key in groups:
-            groups[key][1].append(r.gpu)
-        else:
-            groups[key] = (r, [r.gpu])
-            out.append(groups[key])
-    return out
-
-
 def _with_more(reason: Reason, gpus: Sequence[int]) -> str:
     return reason.message + (f" (+{len(gpus) - 1} more GPUs)" if len(gpus) > 1 else "")
-
-
-def _gpu_is_healthy(snapshot: Snapshot, gpu: GpuReading) -> bool:
-    if snapshot.status is HealthStatus.UNKNOWN:
-        return False
-    reasons = snapshot.verdict.reasons if snapshot.verdict else ()
-    return not any(r.gpu == gpu.index and r.severity is not Severity.INFO for r in reasons)
-
-
-@dataclass(frozen=True)
-class FleetSummary:
-    nodes: int
-    healthy: int
-    degraded: int
-    critical: int
-    unknown: int
-    gpus_total: int
-    gpus_healthy: int
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
-
-def summarise(snapshots: Sequence[Snapshot]) -> FleetSummary:
-    counts = Counter(s.status for s in snapshots)
-    gpus_total = sum(len(s.gpus) for s in snapshots)
-    gpus_healthy = sum(1 for s in snapshots for g in s.gpus if _gpu_is_healthy(s, g))
-    return FleetSummary(
-        nodes=len(snapshots),
-        healthy=counts[HealthStatus.HEALTHY],
-        degraded=counts[HealthStatus.DEGRADED],
-        critical=counts[HealthStatus.CRITICAL],
-        unknown=counts[HealthStatus.UNKNOWN],
-        gpus_total=gpus_total,
-        gpus_healthy=gpus_healthy,
-    )
-
-
-def _label(s: Snapshot) -> str:
-    return s.task_name or s.task_id
 
 
 class FleetTable:
@@ -198,7 +130,7 @@ class FleetTable:
             grouped = group_reasons(s.verdict.reasons) if s.verdict else []
             reason, reason_gpus = grouped[0] if grouped else (None, [])
             score = s.verdict.score if s.verdict else None
-            cells: list[RenderableType] = [_label(s), s.node]
+            cells: list[RenderableType] = [label(s), s.node]
             if not narrow:
                 cells += [str(len(s.gpus)) if s.gpus else "0", self._temp(hottest(s.gpus))]
             if wide:
@@ -265,9 +197,9 @@ class IssuesTable:
         if not rows:
             yield Text("No issues.", style="green")
             return
-        name_w = max(len(_label(s)) for s, _, _ in rows)
+        name_w = max(len(label(s)) for s, _, _ in rows)
         node_w = max(len(s.node) for s, _, _ in rows)
-        gpu_w = max(3, *(len(_gpu_list(g)) for _, _, g in rows))
+        gpu_w = max(3, *(len(gpu_list(g)) for _, _, g in rows))
         # Borders and padding: 3 per column plus 1 (the severity is at most 8 characters).
         split = options.max_width - (name_w + node_w + gpu_w + 8 + 19) >= 2 * self.MIN_TEXT_WIDTH
         compact = options.max_width - (max(name_w, node_w) + gpu_w + 8 + 13) < self.NARROW_TEXT_WIDTH
@@ -289,9 +221,9 @@ class IssuesTable:
             severity = Text(r.severity.value, style=SEVERITY_STYLE[r.severity])
             issue, action = _with_more(r, gpus), r.action or ""
             if split:
-                table.add_row(_label(s), s.node, _gpu_list(gpus), severity, issue, action)
+                table.add_row(label(s), s.node, gpu_list(gpus), severity, issue, action)
                 continue
-            where = Text(_label(s))
+            where = Text(label(s))
             where.append("\n" + s.node, style="dim")
             what = Text(issue)
             if action:
@@ -300,10 +232,10 @@ class IssuesTable:
                 where.append("\n")
                 where.append_text(severity)
                 if gpus:
-                    where.append(f" GPU {_gpu_list(gpus)}")
+                    where.append(f" GPU {gpu_list(gpus)}")
                 table.add_row(where, what)
             else:
-                table.add_row(where, _gpu_list(gpus), severity, what)
+                table.add_row(where, gpu_list(gpus), severity, what)
         yield table
 
 
@@ -317,7 +249,7 @@ class TaskDetail:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         s = self.snapshot
         head = Text()
-        head.append(f"{_label(s)} ({s.task_id})  node {s.node}  ", style="bold")
+        head.append(f"{label(s)} ({s.task_id})  node {s.node}  ", style="bold")
         head.append_text(_status_text(s.status))
         score = s.verdict.score if s.verdict else None
         head.append(f"  score {NA if score is None else score}")
@@ -367,7 +299,7 @@ class TaskDetail:
                 table.add_column(name, overflow="fold")
             for r, hit in group_reasons(reasons):
                 table.add_row(Text(r.severity.value, style=SEVERITY_STYLE[r.severity]), str(r.penalty),
-                              _gpu_list(hit), _with_more(r, hit), r.action or "")
+                              gpu_list(hit), _with_more(r, hit), r.action or "")
             yield table
         else:
             yield Text("No penalties: score 100.", style="green")
@@ -457,25 +389,6 @@ def _summary_lines(summary: Mapping[str, object]) -> list[str]:
             events.append(_count(value, noun))
     if events:
         lines.append("Events: " + ", ".join(events))
-    return lines
-
-
-def changes_between(before: Sequence[Snapshot], after: Sequence[Snapshot]) -> list[str]:
-    """Lines saying which nodes changed status (or appeared/disappeared) between two sweeps."""
-    old = {(s.task_id, s.node): s for s in before}
-    new = {(s.task_id, s.node): s for s in after}
-    lines: list[str] = []
-    for key, s in new.items():
-        prev = old.get(key)
-        if prev is None:
-            lines.append(f"{_label(s)} {s.node}: new ({s.status.value})")
-        elif prev.status is not s.status:
-            reason = s.verdict.main_reason if s.verdict else None
-            lines.append(f"{_label(s)} {s.node}: {prev.status.value} → {s.status.value}"
-                         + (f" ({reason.message})" if reason else ""))
-    for key, s in old.items():
-        if key not in new:
-            lines.append(f"{_label(s)} {s.node}: gone")
     return lines
 
 
