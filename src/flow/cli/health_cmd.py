@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config, print_json, raise_open_file_limit
+from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config, print_json, raise_open_file_limit, run_async
 from flow.cli.lazy import LazyGroup
 from flow.cli.numbers import HISTORY_HOURS_RANGE, NODE_TIMEOUT_RANGE, SWEEP_INTERVAL_RANGE, Bounded
 from flow.config import FAIL_ON_CHOICES, Config
@@ -116,7 +116,7 @@ def _sweep(checker: Checker, targets: Sequence[NodeTarget], *, show_progress: bo
 
     raise_open_file_limit()  # before the workers start: they inherit it
     with _progress(show_progress, len(targets)) as progress:
-        return asyncio.run(sweep_in_shards(checker, targets, workers=processes, progress=progress))
+        return run_async(sweep_in_shards(checker, targets, workers=processes, progress=progress))
 
 
 def _workers_option(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
@@ -294,7 +294,7 @@ def _sweep_loop(
     report = _Reporter(config, out, as_json=as_json, watch=watch_s is not None, store=store)
     if watch_s is not None and processes == 1:
         raise_open_file_limit()
-        return asyncio.run(_watch_keeping_connections(checker, targets, report, watch_s))
+        return run_async(_watch_keeping_connections(checker, targets, report, watch_s))
     while True:
         result = _sweep(checker, targets, show_progress=not as_json, processes=processes)
         report(result)

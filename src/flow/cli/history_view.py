@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 from rich.console import Console
 
-from flow.cli.common import EXIT_OK, print_json
+from flow.cli.common import EXIT_OK, print_json, run_async
 from flow.config import Config
 from flow.fleet.inventory import Inventory
 from flow.health.storage import MetricsAggregator, MetricsStore
@@ -30,7 +28,7 @@ def store_notes(store: MetricsStore) -> list[str]:
 
 def show_history(config: Config, ref: str, hours: float, *, as_json: bool, timeout_s: float) -> int:
     task = Inventory.from_config(config).resolve(ref)
-    fetch = asyncio.run(fetch_task_history(config, targets_for([task], config), hours, timeout_s=timeout_s))
+    fetch = run_async(fetch_task_history(config, targets_for([task], config), hours, timeout_s=timeout_s))
     snapshots = read_window(fetch.store, task.id, hours)
     summary = MetricsAggregator(fetch.store).get_task_summary(task.id, hours=hours).to_dict()
     notes = [*fetch.notes, *store_notes(fetch.store)]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from flow.cli.common import get_config, stop_on_signals
+from flow.cli.common import get_config, run_async, stop_on_signals
 from flow.cli.numbers import HISTORY_HOURS_RANGE, SWEEP_INTERVAL_RANGE, Bounded
 from flow.config import Config
 from flow.errors import ConfigError
@@ -220,7 +220,7 @@ def _load_snapshots(config: Config, input_path: Path | None, from_store: bool, t
         end = utcnow()
         store = MetricsStore(config=config)
         return list(store.read_snapshots(task_id=task, start=end - timedelta(hours=hours), end=end))
-    return asyncio.run(_sweep_once(_live_sweep(config)))
+    return run_async(_sweep_once(_live_sweep(config)))
 
 
 async def _sweep_once(sweep: SweepFn) -> list[Snapshot]:

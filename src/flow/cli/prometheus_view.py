@@ -7,14 +7,13 @@ Prometheus are not written to the local store: Prometheus is their store.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Sequence
 
 import click
 
-from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, print_json
+from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, print_json, run_async
 from flow.config import Config, validate_endpoint
 from flow.errors import ConfigError
 from flow.fleet.inventory import Inventory
@@ -81,7 +80,7 @@ def _read(source: PrometheusSource, config: Config, *, include_all: bool,
                               if filter_text else f"no GPU tasks in {inventory.path}",
                               hint=None if filter_text else "use --all for non-GPU tasks")
         expected = _expected(tasks)
-    read = asyncio.run(source.read_fleet(expected=expected))
+    read = run_async(source.read_fleet(expected=expected))
     snapshots = list(read.snapshots)
     if expected is None:
         # No inventory: the fleet is what Prometheus holds; --filter applies to it.
@@ -156,7 +155,7 @@ def prometheus_history(config: Config, ref: str, hours: float, url_option: str |
         # No inventory: the task is named by the id its collectors label their series with.
         task_id, task_doc = ref, {"id": ref}
     start, end = window_bounds(hours)
-    snapshots = asyncio.run(source.read_history(task_id, hours, interval_s=config.health.metrics_interval,
+    snapshots = run_async(source.read_history(task_id, hours, interval_s=config.health.metrics_interval,
                                                 now=end))
     summary = summarize_task(task_id, [Sample.from_snapshot(s) for s in snapshots],
                              window_start=start, window_end=end).to_dict()

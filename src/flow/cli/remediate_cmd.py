@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config, print_json
+from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config, print_json, run_async
 from flow.cli.numbers import HISTORY_HOURS_RANGE, NODE_TIMEOUT_RANGE, Bounded
 from flow.config import Config
 from flow.errors import ConfigError, FlowError, InventoryError
@@ -189,7 +189,7 @@ def remediate_cmd(apply: bool, filter_text: str | None, max_nodes: int | None,
         finally:
             await _close(backend)
 
-    brake, plan, outcomes = asyncio.run(decide_and_act())
+    brake, plan, outcomes = run_async(decide_and_act())
     failed = any(o.mode == "failed" for o in outcomes)
     problems = plan.brake_held or failed or any(i.problem for i in plan.items)
 

@@ -30,7 +30,12 @@ def run_job(job: BinaryIO, out: BinaryIO) -> int:
         out.write(b"%d %s\n" % (index, orjson.dumps(snapshot.to_dict())))
         out.flush()  # the parent counts progress from these lines
 
-    asyncio.run(Checker(ssh_options, options).sweep(targets, on_snapshot=write))
+    async def sweep() -> None:
+        # Not asyncio.run(checker.sweep(...)): asyncio.run would repr() its finished main task,
+        # the whole sweep result, on the way out (see flow.cli.common.run_async).
+        await Checker(ssh_options, options).sweep(targets, on_snapshot=write)
+
+    asyncio.run(sweep())
     return 0
 
 
