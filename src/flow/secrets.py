@@ -54,6 +54,8 @@ MAX_SECRET_FILE_BYTES = 64 * 1024
 MAX_TOKEN_CHARS = 8192
 #: What a secret is replaced with wherever it would otherwise be shown.
 REDACTED = "***"
+# Shorter spellings of a secret are scrubbed only where they stand alone (see `scrub`).
+_WHOLE_WORD_BELOW = 8
 
 _TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 _HEADER_VALUE_RE = re.compile(r"[\x20-\x7e\t]*")
@@ -176,12 +178,20 @@ def _spellings(secret: str) -> set[str]:
 
 
 def scrub(text: str, secrets: Iterable[str | None], *, replacement: str = REDACTED) -> str:
-    """`text` with every spelling of every secret replaced (for exception messages)."""
+    """`text` with every spelling of every secret replaced (for exception messages).
+
+    A spelling shorter than `_WHOLE_WORD_BELOW` characters is replaced only where it stands
+    alone (not inside a word): a one-letter token would otherwise turn every message into
+    `All connec***ion a***emp***s failed`.
+    """
     for secret in secrets:
         if not secret:
             continue
         for form in sorted(_spellings(secret), key=len, reverse=True):
-            text = text.replace(form, replacement)
+            if len(form) < _WHOLE_WORD_BELOW:
+                text = re.sub(rf"(?<![0-9A-Za-z_]){re.escape(form)}(?![0-9A-Za-z_])", replacement, text)
+            else:
+                text = text.replace(form, replacement)
     return text
 
 

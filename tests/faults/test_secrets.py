@@ -38,7 +38,7 @@ from flow.health.sinks.settings import DatadogSettings, parse_sink_settings
 from flow.health.snapshot import Snapshot
 from flow.health.streaming.endpoint import EndpointSink, TokenSource
 from flow.health.streaming.sink import DeliveryError
-from flow.secrets import MAX_TOKEN_CHARS, read_secret_file, redact_url, validate_token
+from flow.secrets import MAX_TOKEN_CHARS, read_secret_file, redact_url, scrub, validate_token
 from sshd_support import free_port
 
 FLOW = [sys.executable, "-m", "flow.cli.main"]
@@ -542,3 +542,9 @@ def test_secret_file_rules_do_not_follow_permissions_of_a_symlink(tmp_path: Path
     with pytest.raises(ConfigError, match="readable by others"):
         read_secret_file(link, name="x")
     assert stat.S_ISLNK(link.lstat().st_mode)
+
+
+def test_a_short_token_is_scrubbed_where_it_stands_not_inside_words() -> None:
+    message = "All connection attempts failed; sent token t to t.example"
+    assert scrub(message, ["t"]) == "All connection attempts failed; sent token *** to ***.example"
+    assert scrub("Bearer s3cr3t-TOKEN-value rejected", ["s3cr3t-TOKEN-value"]) == "Bearer *** rejected"
