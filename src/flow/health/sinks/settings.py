@@ -213,6 +213,29 @@ class _Section:
         return Path(value).expanduser() if value else None
 
 
+def _secret(section: _Section, env: Mapping[str, str], variable: str, key: str, what: str,
+            check: Callable[[str, str], str], *, strip: bool = False) -> str | None:
+    """A secret from the environment `variable`, else from the 0600 file named by `key`, checked by
+    `check(value, source)` (which names the source, never the value); None when neither is set."""
+    raw = env.get(variable) or ""
+    value = (raw.strip() if strip else raw) or None
+    if value is not None:
+        return check(value, variable)
+    path = section.path(key)
+    if path is None:
+        return None
+    where = section.key(key)
+    return check(read_secret_file(path, name=where, what=what), f"{where}={str(path)!r}")
+
+
+def _token(what: str) -> Callable[[str, str], str]:
+    return lambda value, source: validate_token(value, source=source, what=what)
+
+
+def _password(value: str, source: str) -> str:
+    return validate_password(value, source=source)
+
+
 def _common(section: _Section, type_: str) -> dict[str, Any]:
     return {
         "name": section.name,
@@ -231,16 +254,7 @@ def _pushgateway(section: _Section, env: Mapping[str, str]) -> PushgatewaySettin
         raise ConfigError(
             f"{section.key('url')} is missing; allowed: the Pushgateway's URL, e.g. http://127.0.0.1:9091"
         )
-    password_file = section.path("password_file")
-    password = env.get("FLOW_PUSHGATEWAY_PASSWORD") or None
-    if password is not None:
-        validate_password(password, source="FLOW_PUSHGATEWAY_PASSWORD")
-    elif password_file is not None:
-        where = section.key("password_file")
-        password = validate_password(
-            read_secret_file(password_file, name=where, what="password"),
-            source=f"{where}={str(password_file)!r}",
-        )
+    password = _secret(section, env, "FLOW_PUSHGATEWAY_PASSWORD", "password_file", "password", _password)
     username = section.text("username", None)
     if password is not None and username is None:
         raise ConfigError(
@@ -275,22 +289,8 @@ def _remote_write(section: _Section, env: Mapping[str, str]) -> RemoteWriteSetti
             raise ConfigError(f"{section.key('labels')}.{name} is not a short text; allowed: a string "
                               "of at most 1024 characters")
         labels.append((name, str(value)))
-    token = env.get("FLOW_REMOTE_WRITE_TOKEN") or None
-    token_file = section.path("token_file")
-    if token is not None:
-        validate_token(token, source="FLOW_REMOTE_WRITE_TOKEN")
-    elif token_file is not None:
-        where = section.key("token_file")
-        token = validate_token(read_secret_file(token_file, name=where, what="token"),
-                               source=f"{where}={str(token_file)!r}")
-    password = env.get("FLOW_REMOTE_WRITE_PASSWORD") or None
-    password_file = section.path("password_file")
-    if password is not None:
-        validate_password(password, source="FLOW_REMOTE_WRITE_PASSWORD")
-    elif password_file is not None:
-        where = section.key("password_file")
-        password = validate_password(read_secret_file(password_file, name=where, what="password"),
-                                     source=f"{where}={str(password_file)!r}")
+    token = _secret(section, env, "FLOW_REMOTE_WRITE_TOKEN", "token_file", "token", _token("token"))
+    password = _secret(section, env, "FLOW_REMOTE_WRITE_PASSWORD", "password_file", "password", _password)
     username = section.text("username", None)
     if password is not None and username is None:
         raise ConfigError(f"{section.key('username')} is missing; allowed: the basic-auth user that "
@@ -312,16 +312,8 @@ def _datadog(section: _Section, env: Mapping[str, str]) -> DatadogSettings:
         lambda v: bool(_SITE_RE.match(v.lower())),
         "a Datadog site such as datadoghq.com, datadoghq.eu, us5.datadoghq.com",
     )
-    key_file = section.path("api_key_file")
-    api_key = (env.get("DD_API_KEY") or "").strip() or None
-    if api_key is not None:
-        validate_token(api_key, source="DD_API_KEY", what="API key")
-    elif key_file is not None:
-        where = section.key("api_key_file")
-        api_key = validate_token(
-            read_secret_file(key_file, name=where, what="API key"),
-            source=f"{where}={str(key_file)!r}", what="API key",
-        )
+    api_key = _secret(section, env, "DD_API_KEY", "api_key_file", "API key", _token("API key"),
+                      strip=True)
     tags = section.raw.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) and t.strip() for t in tags):
         raise section.bad("tags", tags, 'a list of "key:value" strings')
