@@ -37,6 +37,18 @@ def flow_home(_isolated_flow_home: Path) -> Path:
     return _isolated_flow_home
 
 
+@pytest.fixture
+def isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """HOME in a temp dir (no ~/.ssh/config or known_hosts of the machine running the tests), no
+    ssh-agent, and a wide terminal for the views."""
+    home = tmp_path / "user-home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    return home
+
+
 # Real OpenSSH sshd servers (tests/sshd_support.py); any part's end-to-end tests may use them.
 from sshd_support import (  # noqa: E402
     HangingServer,

@@ -20,16 +20,6 @@ NOTE = ("note: health monitoring is disabled here (FLOW_HEALTH_MONITORING=false)
 
 
 @pytest.fixture
-def isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    home = tmp_path / "user-home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    return home
-
-
-@pytest.fixture
 def sim() -> Iterator[FleetThread]:
     fleet = start_fleet_in_thread(1)
     try:

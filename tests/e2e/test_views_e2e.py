@@ -44,16 +44,6 @@ def write_inventory(home: Path, sshd: SshdServer) -> None:
                                           instance_type="h100.8xlarge")]).save()
 
 
-@pytest.fixture
-def isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    home = tmp_path / "user-home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    return home
-
-
 def test_history_comes_from_the_nodes_store_over_ssh(
     flow_home: Path, isolated_home: Path, sshd: SshdServer, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],

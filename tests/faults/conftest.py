@@ -1,23 +1,16 @@
-"""Fixtures of the fault-injection suite: a real HTTP receiver and a simulated GPUd on loopback."""
+"""Fixtures of the fault-injection suite: the collector tests' real HTTP receiver and logger
+reset, and a simulated GPUd on loopback."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import pytest
 
+from collector.conftest import _restore_flow_logger, receiver
 from collector.daemon import Gpud
-from collector.receiver import Receiver
 
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rx = Receiver().start()
-    try:
-        yield rx
-    finally:
-        rx.close()
+__all__ = ["_restore_flow_logger", "gpud", "receiver"]
 
 
 @pytest.fixture
@@ -27,12 +20,3 @@ def gpud() -> Iterator[Gpud]:
         yield sim
     finally:
         sim.close()
-
-
-@pytest.fixture(autouse=True)
-def _restore_flow_logger() -> Iterator[None]:
-    """`flow health collect` configures the `flow` logger for stderr; undo it after each test."""
-    logger = logging.getLogger("flow")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    yield
-    logger.handlers[:], logger.level, logger.propagate = saved

@@ -140,14 +140,9 @@ def test_clean_text_removes_whole_sequences_and_bounds_length() -> None:
 
 
 @pytest.fixture
-def isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    home = tmp_path / "user-home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+def isolated_home(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("FLOW_SSH_CONNECT_TIMEOUT", "4")
-    monkeypatch.setenv("COLUMNS", "200")
-    return home
+    return isolated_home
 
 
 @pytest.mark.slow

@@ -33,16 +33,6 @@ def slurm_names(first: int) -> list[str]:
 
 
 @pytest.fixture
-def isolated_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    home = tmp_path / "user-home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
-    return home
-
-
-@pytest.fixture
 def sim() -> Iterator[FleetThread]:
     fleet = start_fleet_in_thread(len(SCENARIOS), scenario=SCENARIOS)
     try:

@@ -64,7 +64,9 @@ def _cancel_on_signals(task: asyncio.Task[int]) -> None:
     Their default action would end the process on the spot and leave both behind."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        # Where the loop cannot take signal handlers (not the main thread: RuntimeError; a
+        # platform without them: NotImplementedError), the signal keeps its default action.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, task.cancel)
 
 
