@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -146,7 +147,7 @@ def write_openmetrics(path: Path, nodes: int, times: list[float], history_nodes:
                 if not node_filter(i):
                     continue
                 ident = identities[i]
-                chunk = []
+                chunk: list[str] = []
                 for line in per_template[template_of(i)].get(spec.name, ()):
                     text = line % ident
                     if text.endswith("@V@"):
@@ -172,7 +173,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def prometheus(tmp: Path, tsdb: Path) -> Iterator[str]:
+def prometheus(tmp: Path, tsdb: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     config = tmp / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 1m\nscrape_configs: []\n")
@@ -190,7 +191,7 @@ def prometheus(tmp: Path, tsdb: Path) -> Iterator[str]:
             if proc.poll() is not None:
                 raise RuntimeError((tmp / "prometheus.log").read_text()[-2000:])
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -222,6 +223,33 @@ def command(argv: list[str], env: dict[str, str]) -> tuple[float, int]:
     return elapsed, len(done.stdout)
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process' CPU time so far (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class CpuMeter:
+    """CPU seconds spent by Prometheus and by this process' children, per timed call."""
+
+    def __init__(self, prometheus_pid: int) -> None:
+        self.pid = prometheus_pid
+        self.prometheus: dict[str, list[float]] = {}
+        self.flow: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def measure(self, name: str) -> Iterator[None]:
+        prom, children = cpu_seconds(self.pid), children_cpu()
+        yield
+        self.prometheus.setdefault(name, []).append(cpu_seconds(self.pid) - prom)
+        self.flow.setdefault(name, []).append(children_cpu() - children)
+
+
 def median(runs: list[float]) -> float:
     return statistics.median(runs)
 
@@ -241,24 +269,29 @@ def main() -> None:
         tsdb.mkdir(parents=True)
         started = time.perf_counter()
         fleet_file = tmp / "fleet.om"
+        # The history task's last three snapshots are in the fleet's block, its older ones in
+        # blocks that end before it: blocks that overlap in time would be merged by Prometheus
+        # (vertical compaction, rewriting the whole fleet's block) a minute after it starts,
+        # in the middle of the timed runs.
         series = write_openmetrics(fleet_file, args.nodes, [now - 125, now - 65, now - 5],
-                                   args.history_nodes, node_filter=lambda i: i >= args.history_nodes)
+                                   args.history_nodes)
         history_file = tmp / "history.om"
-        history_series = write_openmetrics(history_file, args.history_nodes,
-                                           [now - 5 - 60 * k for k in range(24 * 60, -1, -1)],
+        write_openmetrics(history_file, args.history_nodes,
+                                           [now - 5 - 60 * k for k in range(24 * 60, 2, -1)],
                                            args.history_nodes)
         generated = time.perf_counter() - started
         size = fleet_file.stat().st_size + history_file.stat().st_size
         promtool(fleet_file, tsdb, max_block="2h")
         promtool(history_file, tsdb, max_block="25h")
         loaded = time.perf_counter() - started - generated
-        print(f"TSDB: {args.nodes} nodes x {GPUS} GPUs, {series + history_series} series "
-              f"({(series + history_series) / args.nodes:.0f} per node), {size / 1e9:.2f} GB of "
+        print(f"TSDB: {args.nodes} nodes x {GPUS} GPUs, {series} series "
+              f"({series / args.nodes:.0f} per node), {size / 1e9:.2f} GB of "
               f"OpenMetrics generated in {generated:.1f} s, loaded by promtool in {loaded:.1f} s")
         fleet_file.unlink()
         history_file.unlink()
     env = {**os.environ, "FLOW_HOME": str(tmp / "home")}
-    with prometheus(tmp, tsdb) as url:
+    with prometheus(tmp, tsdb) as (url, pid):
+        meter = CpuMeter(pid)
         env["FLOW_PROMETHEUS_URL"] = url
         fleet_cmd = [*FLOW, "health", "--gpu", "--json", "--source", "prometheus"]
         history_cmd = [*FLOW, "health", "--task", HISTORY_TASK, "--history", "24", "--json",
@@ -269,10 +302,12 @@ def main() -> None:
         fleet_runs, bare_runs, history_runs, bare_history_runs = [], [], [], []
         fleet_bytes = answer_bytes = history_bytes = 0
         for _ in range(args.repeat):
-            t, fleet_bytes = command(fleet_cmd, env)
+            with meter.measure("fleet"):
+                t, fleet_bytes = command(fleet_cmd, env)
             fleet_runs.append(t)
-            t, answer_bytes = bare(url, "/api/v1/query", fleet_queries(),
-                                   {"time": f"{time.time():.3f}"})
+            with meter.measure("bare"):
+                t, answer_bytes = bare(url, "/api/v1/query", fleet_queries(),
+                                       {"time": f"{time.time():.3f}"})
             bare_runs.append(t)
             t, _ = command(history_cmd, env)
             history_runs.append(t)
@@ -289,6 +324,9 @@ def main() -> None:
     print(f"  bare PromQL with httpx: {floor:.2f} s, {answer_bytes / 1e6:.1f} MB of answers "
           f"; ratio flow/bare {fleet / floor:.2f} (goal <= 2)")
     print(f"  of which Python start-up (flow --help): {start_up:.2f} s")
+    print(f"  CPU per fleet read: Prometheus {median(meter.prometheus['fleet']):.2f} s "
+          f"(bare queries: {median(meter.prometheus['bare']):.2f} s), flow "
+          f"{median(meter.flow['fleet']):.2f} s; {os.cpu_count()} CPUs shared by both")
     queries = len(history_queries(HISTORY_TASK))
     print(f"history 24 h of {HISTORY_TASK} ({args.history_nodes} node(s), {queries} "
           f"range queries): flow {history:.2f} s end to end (goal < 1 s), {history_bytes / 1e6:.1f} MB")

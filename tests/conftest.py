@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,14 @@ def _isolated_flow_home(
     home = tmp_path_factory.mktemp("flow-home")
     monkeypatch.setenv("FLOW_HOME", str(home))
     yield home
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen_heap() -> Iterator[None]:
+    # A one-shot command run in-process freezes the heap it leaves (paused_gc(freeze=True), so
+    # the real command does not pay a collection at exit); the tests after it get it back.
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
-from datetime import datetime, timezone
+from dataclasses import FrozenInstanceError, fields
+from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
@@ -106,3 +106,18 @@ def test_time_format_is_utc_z() -> None:
     assert format_time(T) == "2026-11-28T12:34:56.789Z"
     assert parse_time("2026-11-28T13:34:56.789+01:00") == T
     assert format_time(datetime(2026, 1, 1)) == "2026-01-01T00:00:00.000Z"
+    # Another offset is converted; sub-millisecond digits are cut, not rounded up a second.
+    east = timezone(timedelta(hours=2))
+    assert format_time(datetime(2026, 1, 1, 1, 59, 59, 999_999, tzinfo=east)) == "2025-12-31T23:59:59.999Z"
+
+
+def test_gpu_reading_with_readings_is_the_constructor() -> None:
+    full = full_snapshot().gpus[0]
+    readings = {f.name: getattr(full, f.name) for f in fields(GpuReading) if f.name != "index"}
+    built = GpuReading.with_readings(full.index, readings)
+    assert built == full and hash(built) == hash(full) and built.to_dict() == full.to_dict()
+    assert GpuReading.with_readings(3, {"temp_c": 50.0}) == GpuReading(index=3, temp_c=50.0)
+    with pytest.raises(FrozenInstanceError):
+        built.temp_c = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError, match="'temperature'"):
+        GpuReading.with_readings(0, {"temperature": 50.0})

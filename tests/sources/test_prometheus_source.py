@@ -10,8 +10,10 @@ the GPU readings the fleet table shows.
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,18 @@ from aiohttp import web
 from flow.cli.main import main
 from flow.fleet.inventory import Inventory
 from flow.fleet.model import Node, Task
-from flow.health.snapshot import Snapshot, XidError
+from flow.health.scoring import score_snapshot
+from flow.health.snapshot import GpuReading, Snapshot, XidError
 from flow.health.sources.prometheus import (
     GPU_FIELDS,
+    GPU_SHARDS,
     MAX_POINTS_PER_SERIES,
     PrometheusError,
     PrometheusSource,
+    fleet_queries,
+    gpu_time_queries,
     history_step,
+    paused_gc,
 )
 from flow.health.storage.sample import Sample
 from flow.health.storage.summary import summarize_task
@@ -42,6 +49,13 @@ from .promdata import prometheus_with
 TASK = "task-abc123"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 FRESH = [NOW - timedelta(seconds=125), NOW - timedelta(seconds=65), NOW - timedelta(seconds=5)]
+
+
+def _changed_gpus(node: str, when: datetime,
+                  change: Callable[[tuple[GpuReading, ...]], tuple[GpuReading, ...]]) -> Snapshot:
+    base = snapshot(node=node, gpus=8, when=when, scored=False)
+    changed = replace(base, gpus=change(base.gpus), expected_gpus=8)
+    return changed.with_verdict(score_snapshot(changed))
 
 
 def _nodes() -> dict[str, list[Snapshot]]:
@@ -61,6 +75,21 @@ def _nodes() -> dict[str, list[Snapshot]]:
         # Hot a minute ago, healed now: the old reason's series must not linger into the view.
         "n-healed": [snapshot(node="n-healed", gpus=2, temp_c=t, when=w)
                      for t, w in zip((88.0, 88.0, 60.0), FRESH, strict=True)],
+        # GPUd answered a minute ago and times out now: its "ok" state and versions linger.
+        "n-fell": [snapshot(node="n-fell", gpus=8, when=FRESH[0]),
+                   snapshot(node="n-fell", gpus=8, when=FRESH[1]),
+                   snapshot(node="n-fell", reachable=False, when=FRESH[2])],
+        # GPU 7 stopped reporting a minute ago (GPUd still lists it), or vanished altogether:
+        # its series linger, the view must not show their old readings.
+        "n-silent": [snapshot(node="n-silent", gpus=8, when=FRESH[0]),
+                     snapshot(node="n-silent", gpus=8, when=FRESH[1]),
+                     _changed_gpus("n-silent", FRESH[2],
+                                   lambda g: (*g[:7], GpuReading(index=7, silent=True)))],
+        "n-lost": [snapshot(node="n-lost", gpus=8, when=FRESH[0]),
+                   snapshot(node="n-lost", gpus=8, when=FRESH[1]),
+                   _changed_gpus("n-lost", FRESH[2], lambda g: g[:7])],
+        # Sixteen GPUs: indices past the shards named one by one, and of two digits.
+        "n-16": [snapshot(node="n-16", gpus=16, when=t) for t in FRESH],
         # Its collector stopped 15 minutes ago.
         "n-stale": [snapshot(node="n-stale", gpus=8, when=NOW - timedelta(minutes=15))],
     }
@@ -119,7 +148,7 @@ def test_fleet_json_says_what_the_sweep_said(prom: PrometheusServer,
         assert read["timestamp"] == swept.to_dict()["timestamp"]
         assert len(read["gpus"]) == len(swept.gpus), name
         for got, want in zip(read["gpus"], swept.gpus, strict=True):
-            assert got["index"] == want.index
+            assert (got["index"], got["silent"]) == (want.index, want.silent), name
             for field_name in GPU_FIELDS:
                 assert got[field_name] == getattr(want, field_name), (name, field_name)
     # Where the readings reproduce a code, the reason is scoring's own, message and GPU.
@@ -127,6 +156,8 @@ def test_fleet_json_says_what_the_sweep_said(prom: PrometheusServer,
     assert hot["code"] == "temp_critical" and hot["gpu"] is not None and "88 °C" in hot["message"]
     assert nodes["n-healed"]["verdict"]["reasons"] == []
     assert nodes["n-down"]["gpud"]["reachable"] is False
+    fell = nodes["n-fell"]["gpud"]
+    assert (fell["reachable"], fell["state"], fell["version"]) == (False, "timeout", None)
     assert nodes["n-ok"]["gpud"]["version"] == "v0.5.1"
     swept_fresh = [s[-1] for n, s in NODES.items() if n != "n-stale"]
     want = summarise(swept_fresh).to_dict()
@@ -219,6 +250,10 @@ def test_history_from_range_queries(prom: PrometheusServer, capsys: pytest.Captu
     for key in ("snapshots", "status_counts", "score_min", "score_max", "score_avg", "xid_count",
                 "xid_by_code", "first_time", "last_time"):
         assert got[key] == want[key], key
+    # A GPU's series that stopped are not read into the steps after (they linger in Prometheus).
+    newest = {s["node"]: s for s in doc["snapshots"]}
+    assert [len(newest[n]["gpus"]) for n in ("n-ok", "n-lost", "n-fell")] == [8, 7, 0]
+    assert newest["n-fell"]["verdict"]["score"] is None
     # n-ecc's count stayed at 2: no new error. (The summary folds a task's nodes per GPU index,
     # so the store's zeros of the other nodes read as counter resets there; zero counts are
     # not read from Prometheus.)
@@ -359,3 +394,50 @@ def test_config_show_redacts_the_url(capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv("FLOW_PROMETHEUS_STALE_AFTER", "nan")
     code, _, err = _run(capsys, "config", "show")
     assert code == 2 and "FLOW_PROMETHEUS_STALE_AFTER" in err
+
+
+def _promql_match(matcher: str, value: str) -> bool:
+    """A `label=~"re"` / `label!~"re"` matcher applied to a value (PromQL anchors the regex)."""
+    m = re.fullmatch(r'\w+(=~|!~)"(.*)"', matcher)
+    assert m is not None, matcher
+    hit = re.fullmatch(m.group(2), value) is not None
+    return hit if m.group(1) == "=~" else not hit
+
+
+def test_gpu_shards_split_every_index_exactly_once() -> None:
+    for index in range(100):
+        owners = [m for m in GPU_SHARDS if _promql_match(m, str(index))]
+        assert len(owners) == 1, (index, owners)
+    queries = fleet_queries()
+    for shard in range(len(GPU_SHARDS)):
+        for field_name in GPU_FIELDS:
+            assert GPU_SHARDS[shard] in queries[f"{field_name}/{shard}"]
+
+
+def test_paused_gc_restores_the_collector_and_freezes_on_request() -> None:
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # an inner pause leaves the outer one paused
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    with paused_gc(freeze=True):
+        kept = [{"n": i} for i in range(1000)]
+    assert gc.isenabled() and gc.get_freeze_count() >= len(kept)
+
+
+def test_gpu_time_queries_name_exactly_the_nodes_asked_about() -> None:
+    names = ["10.0.0.5", "a+b", "n(1)", "x|y", "back\\slash", 'quo"te'] + [f"n{i:03d}" for i in range(200)]
+    queries = gpu_time_queries(names * 2)
+    assert len(queries) == 3 * len(GPU_FIELDS)  # 100 nodes a query
+    matched: list[str] = []
+    for name, query in queries.items():
+        literal = re.search(r'node=~"((?:[^"\\]|\\.)*)"', query)
+        assert literal is not None and name.startswith("gpu_times/")
+        regex = re.sub(r'\\(.)', r"\1", literal.group(1))  # the PromQL string's escapes
+        if name.split("/")[1] == GPU_FIELDS[0]:
+            matched += [n for n in names if re.fullmatch(regex, n)]
+        for other in ("10x0x0x5", "ab", "aab", "n(1", "x", "n000x"):
+            assert not re.fullmatch(regex, other), (regex[:60], other)
+    assert sorted(matched) == sorted(names)

@@ -110,21 +110,23 @@ def prometheus_fleet_view(config: Config, url_option: str | None, *, include_all
     try:
         while True:
             started = time.monotonic()
-            snapshots, elapsed_s = _read(source, config, include_all=include_all,
-                                         filter_text=filter_text)
-            if as_json:
-                with paused_gc():
+            # Once: what the read allocated is left alone at exit. Watching: the collector's
+            # pass over it runs after the view is shown, in the wait for the next read.
+            with paused_gc(freeze=watch_s is None):
+                snapshots, elapsed_s = _read(source, config, include_all=include_all,
+                                             filter_text=filter_text)
+                if as_json:
                     print_json(fleet_document(snapshots, elapsed_s=elapsed_s))
-            else:
-                if watch_s is not None and out.is_terminal:
-                    out.clear()
-                out.print(fleet_view(snapshots, elapsed_s=elapsed_s))
-                out.print(f"Read from Prometheus at {source.shown_url}", style="dim")
-                if previous is not None:
-                    changes = changes_between(previous, snapshots)
-                    out.print("Changes since the last read: " + ("none" if not changes else ""))
-                    for line in changes:
-                        out.print(f"  {line}")
+                else:
+                    if watch_s is not None and out.is_terminal:
+                        out.clear()
+                    out.print(fleet_view(snapshots, elapsed_s=elapsed_s))
+                    out.print(f"Read from Prometheus at {source.shown_url}", style="dim")
+                    if previous is not None:
+                        changes = changes_between(previous, snapshots)
+                        out.print("Changes since the last read: " + ("none" if not changes else ""))
+                        for line in changes:
+                            out.print(f"  {line}")
             previous = snapshots
             if watch_s is None:
                 break
@@ -155,17 +157,17 @@ def prometheus_history(config: Config, ref: str, hours: float, url_option: str |
         # No inventory: the task is named by the id its collectors label their series with.
         task_id, task_doc = ref, {"id": ref}
     start, end = window_bounds(hours)
-    snapshots = run_async(source.read_history(task_id, hours, interval_s=config.health.metrics_interval,
-                                                now=end))
-    summary = summarize_task(task_id, [Sample.from_snapshot(s) for s in snapshots],
-                             window_start=start, window_end=end).to_dict()
-    if as_json:
-        with paused_gc():
+    with paused_gc(freeze=True):  # see prometheus_fleet_view
+        snapshots = run_async(source.read_history(task_id, hours,
+                                                  interval_s=config.health.metrics_interval, now=end))
+        summary = summarize_task(task_id, [Sample.from_snapshot(s) for s in snapshots],
+                                 window_start=start, window_end=end).to_dict()
+        if as_json:
             doc = history_document(task_doc, snapshots, hours=hours, source="prometheus",
                                    summary=summary)
             doc["notes"] = []
             print_json(doc)
-        return EXIT_OK
+            return EXIT_OK
     if not snapshots:
         click.echo(f"note: Prometheus at {source.shown_url} holds no snapshot of {task_id} in the "
                    f"last {hours:g} h", err=True)

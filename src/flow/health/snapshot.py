@@ -79,8 +79,9 @@ def format_time(moment: datetime) -> str:
     """ISO 8601 in UTC with millisecond precision and a `Z`."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat is a fifth of strftime's cost (a fleet document formats 10,000 of these);
+    # in UTC its offset is always "+00:00".
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_time(text: str) -> datetime:
@@ -281,6 +282,25 @@ class GpuReading:
         ]
         return sum(counts) if counts else None
 
+    @classmethod
+    def with_readings(cls, index: int, readings: Mapping[str, Any]) -> GpuReading:
+        """`GpuReading(index=index, **readings)`, the other fields at their defaults, without
+        the frozen dataclass's `object.__setattr__` per field: reading a fleet back from
+        Prometheus builds 80,000 of them, and that constructor costs 4 µs apiece.
+
+        Raises:
+            TypeError: a name in `readings` is not a field.
+        """
+        unknown = readings.keys() - _GPU_FIELD_DEFAULTS.keys()
+        if unknown:
+            raise TypeError(f"GpuReading has no field {sorted(unknown)[0]!r}")
+        values = dict(_GPU_FIELD_DEFAULTS)
+        values.update(readings)
+        values["index"] = index
+        reading = object.__new__(cls)
+        object.__setattr__(reading, "__dict__", values)
+        return reading
+
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["throttle_reasons"] = list(self.throttle_reasons)
@@ -319,6 +339,9 @@ class GpuReading:
             processes=_opt_int(d.get("processes")),
             silent=d.get("silent") is True,
         )
+
+
+_GPU_FIELD_DEFAULTS: dict[str, Any] = dict(GpuReading(index=0).__dict__)
 
 
 @dataclass(frozen=True, kw_only=True)

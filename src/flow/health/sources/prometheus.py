@@ -21,7 +21,10 @@ never one per node; a task's history is a handful of range queries for that task
 
 A series that stopped being written lingers for Prometheus' lookback delta (5 minutes by
 default) after its last remote-written sample: the label-valued families (reasons, GPUd state,
-versions) are therefore read only where their sample is as new as the node's snapshot.
+versions) are therefore read only where their sample is as new as the node's snapshot, the
+score not while the status is unknown, and GPU readings, where a GPU may have vanished
+(`_Families.lingering_gpu_suspects`), only where their sample is as new as the snapshot
+(`gpu_time_queries`, a follow-up for those nodes alone).
 
 Every answer is bounded (`MAX_ANSWER_BYTES`, and a total deadline per request); labels are
 strings from the nodes and are cleaned (flow.text.clean_text) where they enter.
@@ -33,11 +36,12 @@ import asyncio
 import contextlib
 import gc
 import math
+import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -64,6 +68,7 @@ __all__ = [
     "DEFAULT_STALE_AFTER_S",
     "DEFAULT_TIMEOUT_S",
     "GPU_FIELDS",
+    "GPU_SHARDS",
     "MAX_ANSWER_BYTES",
     "MAX_POINTS_PER_SERIES",
     "REASON_TEXT",
@@ -74,6 +79,7 @@ __all__ = [
     "assemble_fleet",
     "assemble_history",
     "fleet_queries",
+    "gpu_time_queries",
     "history_queries",
     "history_step",
     "paused_gc",
@@ -93,8 +99,15 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 #: Prometheus refuses range queries of more than 11,000 points per series.
 MAX_POINTS_PER_SERIES = 11_000
 
+#: The per-GPU families the fleet view reads, by the GpuReading field they fill.
+_GPU_METRICS: Mapping[str, str] = {
+    "temp_c": "flow_gpu_temperature_celsius",
+    "util_gpu_pct": "flow_gpu_utilization_percent",
+    "mem_used_bytes": "flow_gpu_memory_used_bytes",
+    "mem_total_bytes": "flow_gpu_memory_total_bytes",
+}
 #: GpuReading fields read from Prometheus (what the fleet table shows); the others are None.
-GPU_FIELDS: tuple[str, ...] = ("temp_c", "util_gpu_pct", "mem_used_bytes", "mem_total_bytes")
+GPU_FIELDS: tuple[str, ...] = tuple(_GPU_METRICS)
 
 #: Reason codes (docs/scoring.md) as a sentence, for reasons read back without their message.
 REASON_TEXT: Mapping[str, str] = {
@@ -132,15 +145,23 @@ NodeKey = tuple[str, str]  # (task_id, node)
 
 
 @contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
+def paused_gc(*, freeze: bool = False) -> Iterator[None]:
     """The cyclic garbage collector paused. Decoding a fleet's answers, and turning 10,000
     snapshots into a JSON document, allocate millions of dicts and lists, none of them in a
-    cycle; the collector's passes would scan them all again and again (a third of the time)."""
+    cycle; the collector's passes would scan them all again and again (a third of the time).
+
+    What was allocated during the pause is young when it ends, and the collector's next pass
+    scans all of it once (half a second for a fleet). With `freeze`, everything alive is moved
+    out of the collector's reach instead (`gc.freeze`): for a command about to exit, which
+    would otherwise pay that pass at exit; reference counting still frees it.
+    """
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if freeze:
+            gc.freeze()
         if enabled:
             gc.enable()
 
@@ -197,25 +218,58 @@ def _fresh(selector: str, match: str = "") -> str:
             f"{latest}))")
 
 
-def _gpu_max(metric: str, match: str) -> str:
-    # Only the identifying labels travel: a tenth of the bytes of the full label set.
-    return f"max by (task_id, node, gpu) ({metric}{match})"
+#: Each per-GPU family is read in shards of GPU indices, disjoint and together everything (a
+#: PromQL regex is anchored): four answers of 20,000 series for a 10,000-node fleet instead of
+#: one of 80,000, so the answers arrive one after another and each is folded while Prometheus
+#: still works on the others. Prometheus' own cost is the same (docs/benchmarks.md).
+GPU_SHARDS: tuple[str, ...] = ('gpu=~"[01]"', 'gpu=~"[23]"', 'gpu=~"[45]"', 'gpu!~"[0-5]"')
 
 
 def fleet_queries(*, lookback_s: float = DEFAULT_LOOKBACK_S) -> dict[str, str]:
-    """The instant queries of one fleet view, by name: the same handful for any fleet size."""
-    return {
+    """The instant queries of one fleet view, by name: the same handful for any fleet size.
+    A per-GPU query is named `FIELD/SHARD` (`temp_c/0`)."""
+    queries = {
         "nodes": f"last_over_time({_SNAP}[{int(lookback_s)}s])",
         "status": "flow_node_status == 1",
         "score": "flow_node_health_score",
+        "gpus": "flow_node_gpus",
         "reasons": _fresh("flow_node_health_reasons"),
-        "state": f"{_fresh('flow_node_scrape_state')} == 1",
-        "info": _fresh("flow_node_info"),
-        "temp_c": _gpu_max("flow_gpu_temperature_celsius", ""),
-        "util_gpu_pct": _gpu_max("flow_gpu_utilization_percent", ""),
-        "mem_used_bytes": _gpu_max("flow_gpu_memory_used_bytes", ""),
-        "mem_total_bytes": _gpu_max("flow_gpu_memory_total_bytes", ""),
+        # Their value is 1; asked for their sample's time instead, lingering series are left
+        # out here (`_Families.gpud`) at a third of what the join of `_fresh` costs Prometheus.
+        "state": "timestamp(flow_node_scrape_state)",
+        "info": "timestamp(flow_node_info)",
     }
+    for shard, matcher in enumerate(GPU_SHARDS):
+        for name, metric in _GPU_METRICS.items():
+            # Only the identifying labels travel: a tenth of the bytes of the full label set.
+            queries[f"{name}/{shard}"] = f"max by (task_id, node, gpu) ({metric}{{{matcher}}})"
+    return queries
+
+
+#: Nodes per follow-up query of GPU sample times (`gpu_time_queries`).
+_NODES_PER_TIME_QUERY = 100
+#: Reason codes that say a GPU vanished: its series stop, and linger.
+_VANISHED_GPU_CODES = frozenset({"gpu_missing", "gpu_silent"})
+
+
+def _regex_alternatives(values: Iterable[str]) -> str:
+    """A PromQL regex matching exactly these values (RE2 syntax, anchored by PromQL)."""
+    return "|".join(re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", v) for v in sorted(set(values)))
+
+
+def gpu_time_queries(nodes: Iterable[str]) -> dict[str, str]:
+    """The follow-up instant queries of a fleet view: when each per-GPU series of these nodes
+    was last written, for nodes whose GPU series may linger. Named `gpu_times/FIELD/CHUNK`.
+    (`timestamp` gives a sample's own time only when applied to a plain selector.)"""
+    ordered = sorted(set(nodes))
+    queries = {}
+    for start in range(0, len(ordered), _NODES_PER_TIME_QUERY):
+        chunk = ordered[start:start + _NODES_PER_TIME_QUERY]
+        matcher = f"{{node=~{_quote(_regex_alternatives(chunk))}}}"
+        for name, metric in _GPU_METRICS.items():
+            queries[f"gpu_times/{name}/{start // _NODES_PER_TIME_QUERY}"] = (
+                f"max by (task_id, node, gpu) (timestamp({metric}{matcher}))")
+    return queries
 
 
 def history_queries(task_id: str) -> dict[str, str]:
@@ -230,6 +284,10 @@ def history_queries(task_id: str) -> dict[str, str]:
         # saves no bytes and costs Prometheus twice the time.
         "temp_c": f"flow_gpu_temperature_celsius{m}",
         "util_gpu_pct": f"flow_gpu_utilization_percent{m}",
+        # When each GPU was last written, per step: the readings of a GPU that vanished linger
+        # for the lookback delta and are left out (assemble_history). A third of what
+        # filtering each family with `_fresh` costs Prometheus.
+        "gpu_times": f"timestamp(flow_gpu_temperature_celsius{m})",
         # Only counts above 0: the summary counts rises, and most GPUs never have an error.
         "ecc": f"flow_gpu_ecc_errors_total{_matcher(task_id, scope='volatile')} > 0",
         "xid": f"flow_gpu_xid_errors{m}",
@@ -330,11 +388,18 @@ class PrometheusSource:
 
     async def _queries(self, path: str, queries: Mapping[str, str],
                        extra: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
+        results: dict[str, list[dict[str, Any]]] = {}
+        await self._each_answer(path, queries, extra, results.__setitem__)
+        return results
+
+    async def _each_answer(self, path: str, queries: Mapping[str, str], extra: Mapping[str, str],
+                           fold: Callable[[str, list[dict[str, Any]]], None]) -> None:
+        """Every query at once; `fold(name, result)` for each answer as it arrives."""
+        async def one(client: httpx.AsyncClient, name: str, query: str) -> None:
+            fold(name, await self.query(client, path, {"query": query, **extra}, name))
+
         async with self.client() as client:
-            answers = await asyncio.gather(*(
-                self.query(client, path, {"query": q, **extra}, name) for name, q in queries.items()
-            ))
-        return dict(zip(queries, answers, strict=True))
+            await asyncio.gather(*(one(client, name, q) for name, q in queries.items()))
 
     async def read_fleet(self, *, expected: Sequence[ExpectedNode] | None = None,
                          now: datetime | None = None) -> FleetRead:
@@ -347,11 +412,16 @@ class PrometheusSource:
         now = now or datetime.now(timezone.utc)
         queries = fleet_queries(lookback_s=max(self.lookback_s, self.stale_after_s))
         with paused_gc():
-            results = await self._queries("/api/v1/query", queries,
-                                          {"time": f"{now.timestamp():.3f}"})
-            snapshots = assemble_fleet(results, now=now, stale_after_s=self.stale_after_s,
-                                       thresholds=self.thresholds, expected=expected)
-            del results
+            families = _Families()
+            at = {"time": f"{now.timestamp():.3f}"}
+            await self._each_answer("/api/v1/query", queries, at, families.add)
+            follow_up = gpu_time_queries(key[1] for key in families.lingering_gpu_suspects())
+            if follow_up:
+                await self._each_answer("/api/v1/query", follow_up, at, families.add)
+                queries.update(follow_up)
+            snapshots = _snapshots(families, now=now, stale_after_s=self.stale_after_s,
+                                   thresholds=self.thresholds, expected=expected)
+            del families
         return FleetRead(tuple(snapshots), time.monotonic() - started, len(queries))
 
     async def read_history(self, task_id: str, hours: float, *, interval_s: float,
@@ -467,63 +537,176 @@ _RESCORABLE = frozenset({"temp_critical", "temp_warning", "util_low", "util_high
 
 
 class _Families:
-    """Instant-query results grouped by node (raw label values) and GPU."""
+    """Instant-query answers folded by node (raw label values) and GPU, one answer at a time
+    (`add`), so each is folded while Prometheus still evaluates the others."""
 
-    def __init__(self, results: Mapping[str, list[dict[str, Any]]]) -> None:
+    def __init__(self, results: Mapping[str, list[dict[str, Any]]] | None = None) -> None:
         self.nodes: dict[NodeKey, tuple[float, dict[str, Any]]] = {}
-        for r in results.get("nodes", ()):
-            ts = _value(r.get("value"))
-            key = _raw_key(r["metric"])
-            if ts is not None and (key not in self.nodes or ts > self.nodes[key][0]):
-                self.nodes[key] = (ts, r["metric"])
-        self.status = {_raw_key(r["metric"]): _str(r["metric"].get("status"))
-                       for r in results.get("status", ())}
+        self.status: dict[NodeKey, str] = {}
         self.score: dict[NodeKey, float] = {}
-        for r in results.get("score", ()):
-            value = _value(r.get("value"))
-            if value is not None:
-                self.score[_raw_key(r["metric"])] = value
         self.reasons: dict[NodeKey, dict[tuple[str, str], int]] = {}
-        for r in results.get("reasons", ()):
-            count = _value(r.get("value"))
-            if count:
-                per = self.reasons.setdefault(_raw_key(r["metric"]), {})
-                code = (_label(r["metric"], "code"), _label(r["metric"], "severity"))
-                per[code] = per.get(code, 0) + int(count)
-        self.state = {_raw_key(r["metric"]): _label(r["metric"], "state") for r in results.get("state", ())}
-        self.info = {_raw_key(r["metric"]): r["metric"] for r in results.get("info", ())}
+        # Newest sample time and its labels, per node.
+        self.state: dict[NodeKey, tuple[float, str]] = {}
+        self.info: dict[NodeKey, tuple[float, dict[str, Any]]] = {}
         self._gpud: dict[tuple[str | None, tuple[str, ...]], GpudStatus] = {}
-        self.gpus: dict[NodeKey, dict[int, dict[str, Any]]] = {}
-        gpus = self.gpus
-        for name in GPU_FIELDS:
-            whole = name.endswith("_bytes")
-            for r in results.get(name, ()):
-                metric = r["metric"]
-                text = metric.get("gpu")
-                if type(text) is not str or not text.isdigit() or len(text) > 5:
-                    continue
-                key = _str(metric.get("task_id")), _str(metric.get("node"))
-                per_node = gpus.get(key)
-                if per_node is None:
-                    per_node = gpus[key] = {}
-                index = int(text)
-                gpu = per_node.get(index)
-                if gpu is None:
-                    gpu = per_node[index] = {}
+        # (task_id, node) -> GPU index (label text) -> GpuReading field -> value.
+        self.gpus: dict[NodeKey, dict[str, dict[str, Any]]] = {}
+        # GPUs the node's newest snapshot reported (flow_node_gpus).
+        self.gpu_count: dict[NodeKey, int] = {}
+        # (task_id, node) -> GPU index (label text) -> GpuReading field -> last written, for
+        # the nodes asked about (`lingering_gpu_suspects`).
+        self.gpu_times: dict[NodeKey, dict[str, dict[str, float]]] = {}
+        for name, result in (results or {}).items():
+            self.add(name, result)
+
+    def add(self, name: str, result: list[dict[str, Any]]) -> None:
+        """Fold the answer to the fleet query `name` (a `fleet_queries` key)."""
+        field_name = name.partition("/")[0]
+        if field_name in _GPU_METRICS:
+            self._add_gpu_field(field_name, result)
+        elif name == "nodes":
+            for r in result:
+                ts = _value(r.get("value"))
+                key = _raw_key(r["metric"])
+                if ts is not None and (key not in self.nodes or ts > self.nodes[key][0]):
+                    self.nodes[key] = (ts, r["metric"])
+        elif name == "status":
+            self.status.update((_raw_key(r["metric"]), _str(r["metric"].get("status")))
+                               for r in result)
+        elif name == "score":
+            for r in result:
                 value = _value(r.get("value"))
                 if value is not None:
-                    gpu[name] = int(value) if whole else value
+                    self.score[_raw_key(r["metric"])] = value
+        elif name == "gpus":
+            for r in result:
+                value = _value(r.get("value"))
+                if value is not None and 0 <= value < 100_000:
+                    self.gpu_count[_raw_key(r["metric"])] = int(value)
+        elif name.startswith("gpu_times/"):
+            self._add_gpu_times(name.split("/")[1], result)
+        elif name == "reasons":
+            for r in result:
+                count = _value(r.get("value"))
+                if count:
+                    per = self.reasons.setdefault(_raw_key(r["metric"]), {})
+                    code = (_label(r["metric"], "code"), _label(r["metric"], "severity"))
+                    per[code] = per.get(code, 0) + int(count)
+        elif name == "state":
+            for r in result:
+                _newest(self.state, r, _label(r["metric"], "state"))
+        elif name == "info":
+            for r in result:
+                _newest(self.info, r, r["metric"])
 
+    def _add_gpu_field(self, name: str, result: list[dict[str, Any]]) -> None:
+        # The hot loop of a fleet view (80,000 series per field): inlined lookups, no calls.
+        whole = name.endswith("_bytes")
+        gpus = self.gpus
+        for r in result:
+            metric = r["metric"]
+            text = metric.get("gpu")
+            if type(text) is not str or not text.isdigit() or len(text) > 5:
+                continue
+            try:
+                value = float(r["value"][1])
+            except (TypeError, ValueError, IndexError, KeyError):
+                continue
+            if value - value != 0.0:
+                continue  # NaN or an infinity
+            task_id, node = metric.get("task_id"), metric.get("node")
+            key = (task_id if type(task_id) is str else "", node if type(node) is str else "")
+            per_node = gpus.get(key)
+            if per_node is None:
+                per_node = gpus[key] = {}
+            gpu = per_node.get(text)
+            if gpu is None:
+                gpu = per_node[text] = {}
+            gpu[name] = int(value) if whole else value
 
-    def gpud(self, key: NodeKey) -> GpudStatus:
-        """The node's GpudStatus; one shared (immutable) object per distinct state and versions."""
-        state, info = self.state.get(key), self.info.get(key) or {}
+    def _add_gpu_times(self, field_name: str, result: list[dict[str, Any]]) -> None:
+        for r in result:
+            text, ts = r["metric"].get("gpu"), _value(r.get("value"))
+            if type(text) is str and ts is not None:
+                per_gpu = self.gpu_times.setdefault(_raw_key(r["metric"]), {}).setdefault(text, {})
+                per_gpu[field_name] = ts
+
+    def lingering_gpu_suspects(self) -> list[NodeKey]:
+        """Nodes whose GPU series read may include some that stopped being written (a GPU
+        vanished: they linger for Prometheus' lookback delta): more GPUs read than the
+        node's snapshot reported, or a reason that says a GPU is missing or silent."""
+        suspects = []
+        for key, per_node in self.gpus.items():
+            count = self.gpu_count.get(key)
+            if count is None or count == 0:
+                continue  # no count: nothing to go by; none: no GPU is read (gpu_readings)
+            codes = self.reasons.get(key, {})
+            if len(per_node) > count or any(code in _VANISHED_GPU_CODES for code, _ in codes):
+                suspects.append(key)
+        return suspects
+
+    def gpu_readings(self, key: NodeKey, snapshot_ts: float) -> tuple[GpuReading, ...]:
+        """The node's GPUs with their readings as new as its snapshot; a node whose snapshot
+        reported no GPU has none.
+
+        Where the sample times were asked for (`lingering_gpu_suspects`), a GPU whose readings
+        all stopped is either one the snapshot still lists without readings, shown `silent` as
+        a sweep shows it, or one no longer listed, left out: as many are kept, lowest index
+        first, as the snapshot's GPU count leaves room for.
+        """
+        per_node = self.gpus.get(key)
+        count = self.gpu_count.get(key)
+        if not per_node or count == 0:
+            return ()
+        # "03" and "3" are one GPU (the last read wins).
+        by_index = {int(text): (text, values) for text, values in per_node.items()}
+        times = self.gpu_times.get(key)
+        if times is None:
+            return tuple(GpuReading.with_readings(i, by_index[i][1]) for i in sorted(by_index))
+        fresh: dict[int, dict[str, Any]] = {}
+        stopped: list[int] = []
+        for index in sorted(by_index):
+            text, values = by_index[index]
+            written = times.get(text, {})
+            kept = {name: value for name, value in values.items()
+                    if written.get(name, 0.0) + _STAMP_SLACK_S >= snapshot_ts}
+            if kept:
+                fresh[index] = kept
+            else:
+                stopped.append(index)
+        room = max(0, (count or 0) - len(fresh))
+        gpus = [GpuReading.with_readings(i, values) for i, values in fresh.items()]
+        gpus += [GpuReading.with_readings(i, {"silent": True}) for i in stopped[:room]]
+        return tuple(sorted(gpus, key=lambda g: g.index))
+
+    def gpud(self, key: NodeKey, snapshot_ts: float) -> GpudStatus:
+        """The node's GpudStatus from its state and info series as new as its snapshot (older
+        ones linger after a change); one shared object per distinct state and versions."""
+        state = _as_new_as(self.state.get(key), snapshot_ts)
+        info = _as_new_as(self.info.get(key), snapshot_ts) or {}
         versions = tuple(_str(info.get(k)) for k in ("gpud_version", "gpud_api", "driver_version",
                                                      "cuda_version"))
         found = self._gpud.get((state, versions))
         if found is None:
             found = self._gpud[state, versions] = _gpud(state, info)
         return found
+
+
+_T = TypeVar("_T")
+#: The remote_write sink stamps a sample with its snapshot's time rounded to the millisecond;
+#: the snapshot-time series holds the time unrounded.
+_STAMP_SLACK_S = 0.001
+
+
+def _newest(into: dict[NodeKey, tuple[float, _T]], r: Mapping[str, Any], labels: _T) -> None:
+    ts = _value(r.get("value"))
+    key = _raw_key(r["metric"])
+    if ts is not None and (key not in into or ts > into[key][0]):
+        into[key] = (ts, labels)
+
+
+def _as_new_as(found: tuple[float, _T] | None, snapshot_ts: float) -> _T | None:
+    return found[1] if found is not None and found[0] + _STAMP_SLACK_S >= snapshot_ts else None
 
 
 def _gpud(state: str | None, info: Mapping[str, Any] | None) -> GpudStatus:
@@ -554,10 +737,8 @@ def _node_snapshot(key: NodeKey, ts: float, metric: Mapping[str, Any], f: _Famil
         verdict = _unknown("stale", f"no snapshot in Prometheus for {_age_text(age)} (stale after "
                            f"{_age_text(stale_after_s)})", _STALE_ACTION)
         return Snapshot(**identity, gpud=GpudStatus(reachable=False, state="stale"), verdict=verdict)
-    gpus = tuple(
-        GpuReading(index=index, **values) for index, values in sorted(f.gpus.get(key, {}).items())
-    )
-    gpud = f.gpud(key)
+    gpus = f.gpu_readings(key, ts)
+    gpud = f.gpud(key, ts)
     status_text = f.status.get(key)
     try:
         status = HealthStatus(status_text) if status_text else None
@@ -567,7 +748,9 @@ def _node_snapshot(key: NodeKey, ts: float, metric: Mapping[str, Any], f: _Famil
         verdict = _unknown("no_data", "Prometheus holds no verdict for this node's newest snapshot",
                            _NO_DATA_ACTION)
     else:
-        score = f.score.get(key)
+        # No score while the status is unknown (docs/metrics.md): one read is the old score
+        # lingering after its series stopped.
+        score = None if status is HealthStatus.UNKNOWN else f.score.get(key)
         counts = f.reasons.get(key, {})
         rescored: tuple[Reason, ...] = ()
         if gpus and any(code in _RESCORABLE for code, _ in counts):
@@ -588,8 +771,12 @@ def assemble_fleet(
     With `expected`, exactly those nodes, in that order (one Prometheus does not hold is
     `unknown`, `no_data`); without, every node Prometheus holds, by task and node.
     """
-    thresholds = thresholds or Thresholds()
-    f = _Families(results)
+    return _snapshots(_Families(results), now=now, stale_after_s=stale_after_s,
+                      thresholds=thresholds or Thresholds(), expected=expected)
+
+
+def _snapshots(f: _Families, *, now: datetime, stale_after_s: float, thresholds: Thresholds,
+               expected: Sequence[ExpectedNode] | None) -> list[Snapshot]:
     if expected is None:
         return [
             _node_snapshot(key, ts, metric, f, now=now, stale_after_s=stale_after_s,
@@ -666,6 +853,12 @@ def assemble_history(results: Mapping[str, list[dict[str, Any]]], *,
             for t, v in _points(r):
                 gpu = gpus.setdefault((key, t), {}).setdefault(index, {})
                 gpu[field_name] = int(v) if name == "ecc" else v
+    written: dict[tuple[NodeKey, float, int], float] = {}
+    for r in results.get("gpu_times", ()):
+        key, index = _key(r["metric"]), _gpu_index(r["metric"])
+        if index is not None:
+            for t, v in _points(r):
+                written[key, t, index] = v
     for r in results.get("xid", ()):
         key, index = _key(r["metric"]), _gpu_index(r["metric"])
         xid_code = _label(r["metric"], "code")
@@ -690,13 +883,15 @@ def assemble_history(results: Mapping[str, list[dict[str, Any]]], *,
                 health = HealthStatus(status_label) if status_label else HealthStatus.UNKNOWN
             except ValueError:
                 health = HealthStatus.UNKNOWN
-            value = score.get(at)
+            # No score while the status is unknown: one read is a lingering old one.
+            value = None if health is HealthStatus.UNKNOWN else score.get(at)
             out.append(Snapshot(
                 timestamp=datetime.fromtimestamp(ts, timezone.utc), task_id=key[0],
                 task_name=task_name, node=key[1], instance_type=instance_type or None,
                 gpud=GpudStatus(reachable=health is not HealthStatus.UNKNOWN,
                                 state="ok" if health is not HealthStatus.UNKNOWN else "absent"),
-                gpus=tuple(GpuReading(index=i, **v) for i, v in sorted(gpus.get(at, {}).items())),
+                gpus=tuple(GpuReading.with_readings(i, v) for i, v in sorted(gpus.get(at, {}).items())
+                           if written.get((key, t, i), ts) + _STAMP_SLACK_S >= ts),
                 xids=tuple(XidError(code=c, gpu_index=g, gpu=f"GPU {g}" if g is not None else None)
                            for c, g in xids.get(at, ())),
                 verdict=Verdict(score=None if value is None else round(value), status=health,
