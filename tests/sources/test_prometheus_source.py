@@ -321,10 +321,17 @@ def test_error_answers_name_the_problem() -> None:
     async def unauthorized(request: web.Request) -> web.Response:
         return web.Response(text="no", status=401)
 
+    async def mistyped(request: web.Request) -> web.Response:
+        # JSON of the API's shape but a label that is no string: refused whole, where it is.
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"node": "n-1", "task_id": 7}, "value": [1.0, "1"]}]}})
+
     message = asyncio.run(_hostile(refuse))
     assert "refused the" in message and "parse error at char 3" in message and "\x1b" not in message
     assert "not the Prometheus API's JSON" in asyncio.run(_hostile(garbage))
     assert "(401)" in asyncio.run(_hostile(unauthorized))
+    message = asyncio.run(_hostile(mistyped))
+    assert "not the Prometheus API's JSON" in message and "$.data.result[0].metric.task_id" in message
 
 
 def test_token_is_sent_as_bearer(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
