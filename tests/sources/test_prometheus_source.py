@@ -310,6 +310,20 @@ def test_a_huge_answer_is_refused_unread() -> None:
     assert "more than 1048576 bytes" in message
 
 
+def test_a_slow_answer_within_the_timeout_is_read() -> None:
+    # Longer than httpx's own default (5 s between reads), well within ours.
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5.5)
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    async def run() -> int:
+        async with receiver(slow) as url:
+            read = await PrometheusSource(url=url, timeout_s=20).read_fleet()
+        return len(read.snapshots)
+
+    assert asyncio.run(run()) == 0
+
+
 def test_error_answers_name_the_problem() -> None:
     async def refuse(request: web.Request) -> web.Response:
         return web.json_response({"status": "error", "errorType": "bad_data",

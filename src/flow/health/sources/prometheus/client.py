@@ -117,9 +117,11 @@ class PrometheusSource:
                    "Accept-Encoding": "identity" if is_loopback_host(host) else "gzip"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        # Many parallel answers of megabytes each: no pool limit below the query count.
+        # Many parallel answers of megabytes each: no pool limit below the query count. The
+        # timeout is ours, not httpx's 5 s between reads: a fleet's largest queries take that.
         return httpx.AsyncClient(headers=headers, limits=httpx.Limits(max_connections=32),
-                                 follow_redirects=False, trust_env=False)
+                                 timeout=httpx.Timeout(self.timeout_s), follow_redirects=False,
+                                 trust_env=False)
 
     async def query(self, client: httpx.AsyncClient, path: str, params: Mapping[str, str],
                     what: str) -> list[Series]:
