@@ -313,7 +313,7 @@ def main() -> None:
             history_runs.append(t)
             end = time.time()
             step = history_step(24, 60.0)
-            t, history_bytes = bare(url, "/api/v1/query_range", history_queries(HISTORY_TASK),
+            t, history_bytes = bare(url, "/api/v1/query_range", history_queries(HISTORY_TASK, step),
                                     {"start": f"{end - 86400:.3f}", "end": f"{end:.3f}", "step": f"{step}s"})
             bare_history_runs.append(t)
         start_up, _ = command([*FLOW, "--help"], env)
@@ -327,7 +327,7 @@ def main() -> None:
     print(f"  CPU per fleet read: Prometheus {median(meter.prometheus['fleet']):.2f} s "
           f"(bare queries: {median(meter.prometheus['bare']):.2f} s), flow "
           f"{median(meter.flow['fleet']):.2f} s; {os.cpu_count()} CPUs shared by both")
-    queries = len(history_queries(HISTORY_TASK))
+    queries = len(history_queries(HISTORY_TASK, history_step(24, 60.0)))
     print(f"history 24 h of {HISTORY_TASK} ({args.history_nodes} node(s), {queries} "
           f"range queries): flow {history:.2f} s end to end (goal < 1 s), {history_bytes / 1e6:.1f} MB")
     print(f"  bare PromQL with httpx: {history_floor:.2f} s; ratio flow/bare {history / history_floor:.2f}")

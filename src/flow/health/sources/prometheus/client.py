@@ -221,6 +221,6 @@ class PrometheusSource:
         extra = {"start": f"{end - hours * 3600.0:.3f}", "end": f"{end:.3f}", "step": f"{step}s"}
         results: dict[str, list[Series]] = {}
         with paused_gc():
-            await self._each_answer("/api/v1/query_range", history_queries(task_id), extra,
+            await self._each_answer("/api/v1/query_range", history_queries(task_id, step), extra,
                                     results.__setitem__)
             return assemble_history(results, thresholds=self.thresholds)

@@ -11,7 +11,7 @@ from typing import Any
 from flow.config import Thresholds
 from flow.health.snapshot import GpudStatus, GpuReading, HealthStatus, Snapshot, Verdict, XidError
 from flow.health.sources.prometheus.answers import Labels, Series, number
-from flow.health.sources.prometheus.fleet import STAMP_SLACK_S, NodeKey
+from flow.health.sources.prometheus.fleet import NodeKey
 from flow.health.sources.prometheus.verdicts import reasons_read_back
 from flow.text import clean_text
 
@@ -43,7 +43,6 @@ def assemble_history(results: Mapping[str, list[Series]], *,
     score: dict[tuple[NodeKey, float], float] = {}
     reasons: dict[tuple[NodeKey, float], dict[tuple[str, str], int]] = {}
     gpus: dict[tuple[NodeKey, float], dict[int, dict[str, Any]]] = {}
-    written: dict[tuple[NodeKey, float, int], float] = {}
     xids: dict[tuple[NodeKey, float], list[tuple[int, int | None]]] = {}
     for s in results.get("status", ()):
         key, label = _key(s.metric), s.metric.status
@@ -74,11 +73,6 @@ def assemble_history(results: Mapping[str, list[Series]], *,
             for t, v in _points(s):
                 gpu = gpus.setdefault((key, t), {}).setdefault(index, {})
                 gpu[field_name] = int(v) if name == "ecc" else v
-    for s in results.get("gpu_times", ()):
-        key, index = _key(s.metric), _gpu_index(s.metric)
-        if index is not None:
-            for t, v in _points(s):
-                written[key, t, index] = v
     for s in results.get("xid", ()):
         key, index = _key(s.metric), _gpu_index(s.metric)
         xid_code = s.metric.code
@@ -110,9 +104,7 @@ def assemble_history(results: Mapping[str, list[Series]], *,
                 task_name=task_name, node=key[1], instance_type=instance_type or None,
                 gpud=GpudStatus(reachable=health is not HealthStatus.UNKNOWN,
                                 state="ok" if health is not HealthStatus.UNKNOWN else "absent"),
-                # A GPU whose series stopped lingers in the steps after: left out there.
-                gpus=tuple(GpuReading.with_readings(i, v) for i, v in sorted(gpus.get(at, {}).items())
-                           if written.get((key, t, i), ts) + STAMP_SLACK_S >= ts),
+                gpus=tuple(GpuReading.with_readings(i, v) for i, v in sorted(gpus.get(at, {}).items())),
                 xids=tuple(XidError(code=c, gpu_index=g, gpu=f"GPU {g}" if g is not None else None)
                            for c, g in xids.get(at, ())),
                 verdict=Verdict(score=None if value is None else round(value), status=health,

@@ -109,25 +109,30 @@ def gpu_time_queries(nodes: Iterable[str]) -> dict[str, str]:
     return queries
 
 
-def history_queries(task_id: str) -> dict[str, str]:
-    """The range queries of one task's history, by name."""
+def history_queries(task_id: str, step_s: int) -> dict[str, str]:
+    """The range queries of one task's history, by name, at a step of `step_s` seconds."""
     m = _matcher(task_id)
+
+    def written_in_step(selector: str) -> str:
+        # A snapshot is taken from a step only where the node's snapshot time changed, that is
+        # where it was written within the step; its GPU samples carry the same time. A series
+        # that stopped (a GPU that vanished, an XID no longer reported) has none there, where
+        # a plain selector would repeat its last sample for the lookback delta. As cheap.
+        return f"last_over_time({selector}[{step_s}s])"
+
     return {
         "nodes": f"{SNAPSHOT_TIME}{m}",
         "status": f"flow_node_status{m} == 1",
         "score": f"flow_node_health_score{m}",
         "reasons": _fresh(f"flow_node_health_reasons{m}", m),
-        # Plain selectors: a range answer names each series once, so aggregating away labels
-        # saves no bytes and costs Prometheus twice the time.
-        "temp_c": f"flow_gpu_temperature_celsius{m}",
-        "util_gpu_pct": f"flow_gpu_utilization_percent{m}",
-        # When each GPU was last written, per step: the readings of a GPU that vanished linger
-        # for the lookback delta and are left out (assemble_history). A third of what
-        # filtering each family with `_fresh` costs Prometheus.
-        "gpu_times": f"timestamp(flow_gpu_temperature_celsius{m})",
+        # Selectors, not aggregations: a range answer names each series once, so aggregating
+        # away labels saves no bytes and costs Prometheus twice the time.
+        "temp_c": written_in_step(f"flow_gpu_temperature_celsius{m}"),
+        "util_gpu_pct": written_in_step(f"flow_gpu_utilization_percent{m}"),
         # Only counts above 0: the summary counts rises, and most GPUs never have an error.
-        "ecc": f"flow_gpu_ecc_errors_total{_matcher(task_id, scope='volatile')} > 0",
-        "xid": f"flow_gpu_xid_errors{m}",
+        "ecc": written_in_step(f"flow_gpu_ecc_errors_total{_matcher(task_id, scope='volatile')}")
+               + " > 0",
+        "xid": written_in_step(f"flow_gpu_xid_errors{m}"),
     }
 
 
