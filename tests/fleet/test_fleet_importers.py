@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -103,4 +106,41 @@ def test_hosts_file_errors_name_the_line(tmp_path: Path) -> None:
         read_hosts_file(hosts)
     hosts.write_text("ok-host\nh:notaport\n")
     with pytest.raises(InventoryError, match=f"{hosts}:2: 'notaport' in 'h:notaport' is not a port"):
+        read_hosts_file(hosts)
+
+
+def _within(seconds: float, call: Callable[[], object]) -> BaseException | None:
+    """What `call` raised, failing the test if it is still running after `seconds` (a read
+    that blocks must not hang the suite)."""
+    caught: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            caught.append(None)
+        except BaseException as exc:  # handed back to the test
+            caught.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert caught, f"still reading after {seconds} s"
+    return caught[0]
+
+
+def test_a_fifo_or_a_device_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "hosts.fifo"
+    os.mkfifo(fifo)  # no writer: reading it would wait forever
+    refused = _within(10, lambda: read_hosts_file(fifo))
+    assert isinstance(refused, InventoryError) and "is a FIFO, not a regular file" in str(refused)
+    config = tmp_path / "config"
+    config.write_text("Include /dev/zero\nHost a\n  HostName a.example\n")  # would read forever
+    refused = _within(10, lambda: read_ssh_config(config))
+    assert isinstance(refused, InventoryError) and "/dev/zero is a character device" in str(refused)
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_bytes(b"ok-host\nbad-\xff-host\n")
+    with pytest.raises(InventoryError, match="line 2: byte 0xff is not UTF-8"):
         read_hosts_file(hosts)

@@ -18,10 +18,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flow.config import read_regular_file
 from flow.errors import InventoryError
 from flow.fleet.model import FieldError, Node, parse_node_spec
 
-__all__ = ["ImportedHost", "read_hosts_file", "read_ssh_config", "task_name_for"]
+__all__ = [
+    "MAX_HOSTS_FILE_BYTES",
+    "MAX_SSH_CONFIG_BYTES",
+    "ImportedHost",
+    "read_hosts_file",
+    "read_ssh_config",
+    "task_name_for",
+]
+
+#: The largest host list read (a line per node: hundreds of thousands of nodes).
+MAX_HOSTS_FILE_BYTES = 16 * 1024 * 1024
+#: The largest ssh_config (or file it includes) read.
+MAX_SSH_CONFIG_BYTES = 4 * 1024 * 1024
 
 _SETTINGS = ("hostname", "user", "port", "identityfile")
 _INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
@@ -79,10 +92,7 @@ def _split(line: str, where: str) -> tuple[str, list[str]]:
 def _read_blocks(path: Path, blocks: list[_Block], depth: int = 0) -> None:
     if depth > 8:
         raise InventoryError(f"{path}: Include nested too deep (a loop?)", path=path)
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read: {exc.strerror}", path=path) from None
+    lines = _read_lines(path, MAX_SSH_CONFIG_BYTES)
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -154,11 +164,16 @@ def read_hosts_file(path: Path) -> list[ImportedHost]:
     Raises:
         InventoryError: naming the file and line of a malformed entry.
     """
-    try:
-        lines = path.expanduser().read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot read: {exc.strerror}", path=path) from None
-    return list(_parse_hosts(lines, path))
+    return list(_parse_hosts(_read_lines(path.expanduser(), MAX_HOSTS_FILE_BYTES), path))
+
+
+def _read_lines(path: Path, max_bytes: int) -> list[str]:
+    # A regular file, bounded: a FIFO, a device or /dev/zero (an Include can name anything)
+    # would otherwise block the import or read without end.
+    text = read_regular_file(path, max_bytes=max_bytes, error=InventoryError)
+    if text is None:
+        raise InventoryError(f"{path}: cannot read: No such file or directory", path=path)
+    return text.splitlines()
 
 
 def _parse_hosts(lines: Iterable[str], path: Path) -> Iterable[ImportedHost]:
