@@ -146,3 +146,20 @@ def test_history_summary_is_words_and_counts_are_plural_correct() -> None:
     console = Console(width=80, file=io.StringIO(), record=True, color_system=None)
     console.print(HistoryView([snapshot(), snapshot()], summary, "x"))
     assert console.export_text().splitlines()[0] == "History from x: 2 snapshots"
+
+
+def test_unhealthy_periods_name_their_node_when_the_task_has_several() -> None:
+    def period(node: str, start: str) -> dict[str, object]:
+        return {"node": node, "start": start, "end": start, "duration_s": 120.0,
+                "reasons": ["temp_warning"]}
+
+    def periods_text(periods: list[dict[str, object]]) -> str:
+        console = Console(width=120, file=io.StringIO(), record=True, color_system=None)
+        console.print(HistoryView([snapshot()], {"unhealthy_periods": periods}, "x"))
+        text = console.export_text()
+        return text[text.index("Unhealthy periods"):]
+
+    several = periods_text([period("gpu-a", "10:00"), period("gpu-b", "10:05")])
+    assert "Node" in several and "gpu-a" in several and "gpu-b" in several
+    one = periods_text([period("gpu-a", "10:00"), period("gpu-a", "10:05")])
+    assert "Node" not in one and "gpu-a" not in one and "10:05" in one

@@ -254,9 +254,10 @@ def test_history_from_range_queries(prom: PrometheusServer, capsys: pytest.Captu
     newest = {s["node"]: s for s in doc["snapshots"]}
     assert [len(newest[n]["gpus"]) for n in ("n-ok", "n-lost", "n-fell")] == [8, 7, 0]
     assert newest["n-fell"]["verdict"]["score"] is None
-    # n-ecc's count stayed at 2: no new error. (The summary folds a task's nodes per GPU index,
-    # so the store's zeros of the other nodes read as counter resets there; zero counts are
-    # not read from Prometheus.)
+    # Node by node, as the sweep's snapshots give them: n-ecc's count stayed at 2, no new error.
+    for key in ("ecc_corrected_increase", "ecc_uncorrected_increase", "status_changes",
+                "status_current", "score_current"):
+        assert got[key] == want[key], key
     assert got["ecc_uncorrected_increase"] == 0
     periods = [p["reasons"] for p in got["unhealthy_periods"]]
     assert periods == [p["reasons"] for p in want["unhealthy_periods"]]

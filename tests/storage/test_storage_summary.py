@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from flow.health.snapshot import GpuReading, HealthStatus, Snapshot, XidError
 from flow.health.storage import MetricsAggregator, MetricsStore, Sample
-from storage.builders import MINUTE, T0, Clock, make_store, snap
+from flow.health.storage.summary import summarize_task
+from storage.builders import MINUTE, T0, Clock, gpu, make_store, snap
 
 H, D, C, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.CRITICAL, HealthStatus.UNKNOWN
 BUS0 = "0000:01:00.0"
@@ -115,13 +116,33 @@ def test_fleet_summary(store: MetricsStore) -> None:
     assert (totals.ecc_corrected_increase, totals.ecc_uncorrected_increase, totals.xid_count) == (8, 1, 4)
 
 
+def test_a_task_of_several_nodes_is_summarised_node_by_node() -> None:
+    # Two nodes, interleaved in time: one steady and healthy with GPU 0 at 0 corrected ECC
+    # errors, the other degraded throughout with GPU 0 at 5. Read as one sequence, the counter
+    # would "reset" and rise again at every step and the status flap at every snapshot.
+    samples = []
+    for i in range(6):
+        at = T0 + i * MINUTE
+        samples.append(Sample.from_snapshot(snap(at, gpus=(gpu(0, ecc_corrected=0),), seq=1)))
+        samples.append(Sample.from_snapshot(snap(at + timedelta(seconds=1), status=D,
+                                                 reasons=("throttle_hw",),
+                                                 gpus=(gpu(0, ecc_corrected=5),), seq=2)))
+    s = summarize_task("task-a", samples, window_start=T0, window_end=T0 + 6 * MINUTE)
+    assert (s.status_changes, s.ecc_corrected_increase) == (0, 0)
+    assert [(g.node, g.index, g.samples) for g in s.gpus] == [("node-1", 0, 6), ("node-2", 0, 6)]
+    [period] = s.unhealthy_periods
+    assert (period.node, period.snapshots, period.ongoing, period.worst_status) == ("node-2", 6, True, D)
+    # The task is as well as its worst node now; its score the lowest of theirs.
+    assert (s.status_current, s.score_current) == (D, 70)
+
+
 def test_summaries_serialise_to_plain_json(store: MetricsStore) -> None:
     agg = MetricsAggregator(store)
     task = json.loads(json.dumps(agg.get_task_summary("task-a", 1).to_dict()))
     assert task["unhealthy_periods"][0] == {
         "start": "2026-11-20T00:02:00.000Z", "end": "2026-11-20T00:05:00.000Z", "duration_s": 180.0,
         "worst_status": "critical", "reasons": ["temp_warning", "mem_warning", "ecc_uncorrected"],
-        "snapshots": 3, "ongoing": False,
+        "snapshots": 3, "ongoing": False, "node": "node-0",
     }
     assert task["xid_by_code"] == {"13": 1, "48": 1, "79": 2}
     fleet = json.loads(json.dumps(agg.get_fleet_summary(1).to_dict()))

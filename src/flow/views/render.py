@@ -338,13 +338,16 @@ class HistoryView:
         periods = self.summary.get("unhealthy_periods") or []
         if isinstance(periods, list) and periods:
             p = Table(title="Unhealthy periods")
-            for name in ("Start", "End", "Duration", "Reasons"):
+            # A task of several nodes: each period is one node's.
+            by_node = len({str(q.get("node", "")) for q in periods if isinstance(q, dict)}) > 1
+            for name in ("Node", "Start", "End", "Duration", "Reasons")[0 if by_node else 1:]:
                 p.add_column(name, overflow="fold")
             for period in periods:
                 if isinstance(period, dict):
-                    p.add_row(str(period.get("start", "")), str(period.get("end", "")),
-                              f"{float(period.get('duration_s', 0) or 0) / 60:.0f} min",
-                              "; ".join(str(r) for r in period.get("reasons", [])[:3]))
+                    cells = [str(period.get("start", "")), str(period.get("end", "")),
+                             f"{float(period.get('duration_s', 0) or 0) / 60:.0f} min",
+                             "; ".join(str(r) for r in period.get("reasons", [])[:3])]
+                    p.add_row(*([str(period.get("node", ""))] if by_node else []), *cells)
             yield p
         else:
             yield Text("No unhealthy periods.", style="green")

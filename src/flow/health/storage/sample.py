@@ -51,6 +51,8 @@ class Sample:
     reasons: tuple[str, ...]
     gpus: tuple[GpuSample, ...]
     xids: frozenset[tuple[int, str | None, str | None]]
+    # The node it was taken on: a task's nodes each have their GPUs, counters and status.
+    node: str = ""
 
     @classmethod
     def from_snapshot(cls, s: Snapshot) -> Sample:
@@ -71,6 +73,7 @@ class Sample:
                 (x.code, x.gpu if x.gpu is not None else _gpu_name(x.gpu_index), _time(x.time))
                 for x in s.xids
             ),
+            node=s.node,
         )
 
     @classmethod
@@ -114,7 +117,8 @@ class Sample:
                         _norm_time(x.get("time")),
                     ))
         return cls(time=parse_time(ts), task_name=str(d.get("task_name") or ""), status=status,
-                   score=score, reasons=reasons, gpus=tuple(gpus), xids=frozenset(xids))
+                   score=score, reasons=reasons, gpus=tuple(gpus), xids=frozenset(xids),
+                   node=str(d.get("node") or ""))
 
 
 def _gpu_sample(g: Mapping[str, Any]) -> GpuSample:

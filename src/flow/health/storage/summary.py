@@ -13,6 +13,10 @@ Counting rules:
   period ends at the first snapshot that is neither (its time is the period's end); one still
   running at the window's end is `ongoing` and ends at its last snapshot.
 - Status changes ("flapping"): consecutive snapshots whose status differs.
+- Several nodes: a task's nodes are each followed on their own (a GPU is a node's GPU index,
+  a period and a change are a node's), then put together: GPUs by node and index, periods by
+  start. The current status is the worst of the nodes' newest (critical, unknown, degraded,
+  healthy), the current score the lowest of theirs.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ _UNHEALTHY = (HealthStatus.DEGRADED, HealthStatus.CRITICAL)
 _STATUS_ORDER = (HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.CRITICAL,
                  HealthStatus.UNKNOWN)
 _WORSE = {HealthStatus.DEGRADED: 1, HealthStatus.CRITICAL: 2}
+# Severity's order (flow.health.snapshot.Severity.rank): unknown is worse than degraded.
+_CURRENT_RANK = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNKNOWN: 2,
+                 HealthStatus.CRITICAL: 3}
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -51,6 +58,7 @@ def _time(moment: datetime | None) -> str | None:
 class GpuSummary:
     index: int
     samples: int
+    node: str = ""
     max_temp_c: float | None
     avg_util_gpu_pct: float | None
     ecc_corrected_increase: int
@@ -68,6 +76,7 @@ class UnhealthyPeriod:
     reasons: tuple[str, ...]  # reason codes seen, in order of first appearance
     snapshots: int
     ongoing: bool
+    node: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -82,6 +91,7 @@ class UnhealthyPeriod:
             "reasons": list(self.reasons),
             "snapshots": self.snapshots,
             "ongoing": self.ongoing,
+            "node": self.node,
         }
 
 
@@ -186,14 +196,21 @@ def _increase(values: Iterable[int | None]) -> int:
     return total
 
 
+def _by_node(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
+    nodes: dict[str, list[Sample]] = {}
+    for sample in samples:
+        nodes.setdefault(sample.node, []).append(sample)
+    return nodes
+
+
 def _gpu_summaries(samples: Sequence[Sample]) -> tuple[GpuSummary, ...]:
-    per_gpu: dict[int, list[GpuSample]] = {}
+    per_gpu: dict[tuple[str, int], list[GpuSample]] = {}
     for sample in samples:
         for gpu in sample.gpus:
-            per_gpu.setdefault(gpu.gpu_index, []).append(gpu)
+            per_gpu.setdefault((sample.node, gpu.gpu_index), []).append(gpu)
     out: list[GpuSummary] = []
-    for index in sorted(per_gpu):
-        readings = per_gpu[index]
+    for node, index in sorted(per_gpu):
+        readings = per_gpu[node, index]
         temps = [g.temp_c for g in readings if g.temp_c is not None]
         utils = [g.util_gpu_pct for g in readings if g.util_gpu_pct is not None]
         volatile = any(g.ecc_corrected is not None or g.ecc_uncorrected is not None for g in readings)
@@ -204,7 +221,7 @@ def _gpu_summaries(samples: Sequence[Sample]) -> tuple[GpuSummary, ...]:
             corrected = _increase(g.ecc_aggregate_corrected for g in readings)
             uncorrected = _increase(g.ecc_aggregate_uncorrected for g in readings)
         out.append(GpuSummary(
-            index=index, samples=len(readings),
+            index=index, node=node, samples=len(readings),
             max_temp_c=max(temps) if temps else None,
             avg_util_gpu_pct=round(sum(utils) / len(utils), 2) if utils else None,
             ecc_corrected_increase=corrected, ecc_uncorrected_increase=uncorrected,
@@ -223,7 +240,8 @@ def _periods(samples: Sequence[Sample]) -> tuple[UnhealthyPeriod, ...]:
                 reasons.setdefault(code, None)
         worst = max((s.status for s in run), key=lambda st: _WORSE[st])
         periods.append(UnhealthyPeriod(start=run[0].time, end=end, worst_status=worst,
-                                       reasons=tuple(reasons), snapshots=len(run), ongoing=ongoing))
+                                       reasons=tuple(reasons), snapshots=len(run), ongoing=ongoing,
+                                       node=run[0].node))
 
     for sample in samples:
         if sample.status in _UNHEALTHY:
@@ -245,6 +263,13 @@ def summarize_task(
     xids = set().union(*(s.xids for s in samples)) if samples else set()
     gpus = _gpu_summaries(samples)
     last = samples[-1] if samples else None
+    nodes = _by_node(samples)
+    newest = [per_node[-1] for per_node in nodes.values()]
+    current = max((s.status for s in newest), key=_CURRENT_RANK.__getitem__,
+                  default=HealthStatus.UNKNOWN)
+    current_scores = [s.score for s in newest if s.score is not None]
+    periods = sorted((p for per_node in nodes.values() for p in _periods(per_node)),
+                     key=lambda p: (p.start, p.node))
     return TaskSummary(
         task_id=task_id,
         task_name=last.task_name if last else "",
@@ -253,8 +278,8 @@ def summarize_task(
         snapshots=len(samples),
         first_time=samples[0].time if samples else None,
         last_time=last.time if last else None,
-        status_current=last.status if last else HealthStatus.UNKNOWN,
-        score_current=last.score if last else None,
+        status_current=current,
+        score_current=min(current_scores) if current_scores else None,
         score_avg=round(sum(scores) / len(scores), 2) if scores else None,
         score_min=min(scores) if scores else None,
         score_max=max(scores) if scores else None,
@@ -264,8 +289,9 @@ def summarize_task(
         ecc_uncorrected_increase=sum(g.ecc_uncorrected_increase for g in gpus),
         xid_count=len(xids),
         xid_by_code=dict(sorted(Counter(code for code, _, _ in xids).items())),
-        unhealthy_periods=_periods(samples),
-        status_changes=sum(1 for a, b in pairwise(samples) if a.status != b.status),
+        unhealthy_periods=tuple(periods),
+        status_changes=sum(1 for per_node in nodes.values()
+                           for a, b in pairwise(per_node) if a.status != b.status),
     )
 
 
