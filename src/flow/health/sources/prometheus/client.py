@@ -44,8 +44,9 @@ __all__ = [
 #: intervals of 60 s, and Prometheus' own lookback delta.
 DEFAULT_STALE_AFTER_S = 300.0
 DEFAULT_TIMEOUT_S = 30.0
-#: The largest answer read: the biggest query of a 10,000-node, 8-GPU fleet answers about
-#: 8 MiB (docs/benchmarks.md); a hostile or misdirected endpoint cannot make us buffer more.
+#: The largest answer read: the biggest query of a 10,000-node, 8-GPU fleet answers 2.5 MB
+#: (docs/benchmarks.md), so a fleet twenty times larger fits; a hostile or misdirected
+#: endpoint cannot make us buffer more.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
