@@ -167,6 +167,7 @@ def test_once_prints_one_snapshot_as_json(tmp_path: Path, gpud: Gpud, capsys: py
     (["--log-level", "loud"], "--log-level"),
     (["--backoff-min", "-1"], "--backoff-min"),
     (["--prometheus-listen", "nowhere"], "--prometheus-listen"),
+    (["--expected-gpus", "-1"], "--expected-gpus"),
 ])
 def test_bad_options_exit_2_naming_the_option(args: list[str], needle: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,6 +181,29 @@ def test_bad_interval_from_the_environment_exits_2(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("FLOW_METRICS_INTERVAL", "soon")
     assert main(["health", "collect", "--once"]) == 2
     assert "FLOW_METRICS_INTERVAL" in capsys.readouterr().err
+
+
+def test_the_expected_gpu_count_can_be_given_outright(
+    tmp_path: Path, gpud: Gpud, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOW_GPUD_PORT", str(gpud.port))
+    monkeypatch.setenv("FLOW_METRICS_DIR", str(tmp_path / "m"))
+    # An instance type flow does not know, and the task's `gpus:` in the installer's env file:
+    # the simulated GPUd shows 2 GPUs of the 4 the node should have.
+    monkeypatch.setenv("FLOW_EXPECTED_GPUS", "4")
+    assert main(["health", "collect", "--once", "--no-store", "--instance-type", "custom-box"]) == 0
+    snap = json.loads(capsys.readouterr().out)
+    assert (snap["expected_gpus"], snap["verdict"]["status"]) == (4, "critical")
+    assert snap["verdict"]["reasons"][0]["message"] == "2 of 4 GPUs visible"
+    # The option wins over the variable and over the instance type's count (h100.4xlarge: 4).
+    assert main(["health", "collect", "--once", "--no-store", "--instance-type", "h100.4xlarge",
+                 "--expected-gpus", "2"]) == 0
+    snap = json.loads(capsys.readouterr().out)
+    assert snap["expected_gpus"] == 2
+    assert "gpu_missing" not in [r["code"] for r in snap["verdict"]["reasons"]]
+    monkeypatch.setenv("FLOW_EXPECTED_GPUS", "lots")
+    assert main(["health", "collect", "--once", "--no-store"]) == 2
+    assert "FLOW_EXPECTED_GPUS (for --expected-gpus): 'lots'" in capsys.readouterr().err
 
 
 def test_second_daemon_on_the_same_store_is_refused(tmp_path: Path, gpud: Gpud) -> None:

@@ -26,7 +26,7 @@ TOKEN = "e2e-Token.9f8e7d"
 
 def _inventory(flow_home: Path, *nodes: Node) -> None:
     Inventory(flow_home / "tasks.yaml", [
-        Task(id="task-e2e01", name="e2e", instance_type="h100.8xlarge", nodes=nodes),
+        Task(id="task-e2e01", name="e2e", instance_type="h100.8xlarge", gpus=8, nodes=nodes),
     ]).save()
 
 
@@ -79,6 +79,7 @@ def test_install_status_uninstall_over_ssh(
     # token from --token-file; the units are exactly the documented ones.
     env = (root / "etc/flow/metrics.env").read_text()
     for line in ("FLOW_TASK_ID='task-e2e01'", "FLOW_TASK_NAME='e2e'", "FLOW_INSTANCE_TYPE='h100.8xlarge'",
+                 "FLOW_EXPECTED_GPUS='8'",
                  f"FLOW_GPUD_PORT='{gpud_port}'", "FLOW_GPUD_BIND='127.0.0.1'",
                  "FLOW_METRICS_ENDPOINT='https://metrics.example.com/ingest'",
                  f"FLOW_METRICS_AUTH_TOKEN='{TOKEN}'", "FLOW_METRICS_DIR='/var/lib/flow/metrics'"):

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,7 @@ def test_env_file_content() -> None:
         "FLOW_TASK_ID": "'task-abc123'",
         "FLOW_TASK_NAME": "'train-a'",
         "FLOW_INSTANCE_TYPE": "'h100.8xlarge'",
+        "FLOW_EXPECTED_GPUS": "''",  # the task sets no `gpus:`: the instance type's count
         "FLOW_GPUD_BIND": "'127.0.0.1'",
         "FLOW_GPUD_PORT": "'15132'",
         "FLOW_GPUD_VERSION": "'v0.5.1'",
@@ -282,4 +284,10 @@ def test_from_config_takes_the_health_settings() -> None:
         "v0.6.0", 16000, "https://m.example.com/in")
     assert (options.metrics_interval, options.metrics_batch_size, options.auth_token) == (15.0, 7, TOKEN)
     task = options.for_task(task_id="task-x1y", task_name="n", instance_type=None, gpud_port=17000)
-    assert (task.task_id, task.gpud_port) == ("task-x1y", 17000)
+    assert (task.task_id, task.gpud_port, task.expected_gpus) == ("task-x1y", 17000, None)
+    # A task's `gpus:` reaches its nodes' collectors: what each node should have.
+    task = options.for_task(task_id="task-x1y", task_name="n", instance_type="custom", expected_gpus=6)
+    assert "FLOW_EXPECTED_GPUS='6'" in units.metrics_env(task).splitlines()
+    for bad in (-1, 1025, True, "6"):
+        with pytest.raises(ConfigError, match=r"--expected-gpus=.* allowed: an integer 0-1024"):
+            replace(task, expected_gpus=bad)

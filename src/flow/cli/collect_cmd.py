@@ -22,7 +22,13 @@ import click
 import orjson
 
 from flow.cli.common import get_config, run_cli, stop_on_signals
-from flow.cli.numbers import BACKOFF_MAX_RANGE, BACKOFF_MIN_RANGE, SEND_TIMEOUT_RANGE, Bounded
+from flow.cli.numbers import (
+    BACKOFF_MAX_RANGE,
+    BACKOFF_MIN_RANGE,
+    EXPECTED_GPUS_RANGE,
+    SEND_TIMEOUT_RANGE,
+    Bounded,
+)
 from flow.config import FLUSH_INTERVAL_RANGE, METRICS_INTERVAL_RANGE, Config
 from flow.health.collector import Collector, CollectorSettings
 from flow.health.streaming.sink import BatchSink
@@ -86,6 +92,9 @@ def tune_malloc() -> None:
               help="Task id of this node [env FLOW_TASK_ID; default: the hostname].")
 @click.option("--task-name", envvar="FLOW_TASK_NAME", help="Task name [env FLOW_TASK_NAME].")
 @click.option("--instance-type", envvar="FLOW_INSTANCE_TYPE", help="Instance type [env FLOW_INSTANCE_TYPE].")
+@click.option("--expected-gpus", type=Bounded(EXPECTED_GPUS_RANGE), envvar="FLOW_EXPECTED_GPUS", metavar="N",
+              help="GPUs this node should have, 0-1024: fewer visible is critical (gpu_missing) "
+                   "[env FLOW_EXPECTED_GPUS; default: the instance type's count].")
 @click.option("--interval", type=Bounded(METRICS_INTERVAL_RANGE), metavar="SECONDS",
               help="Seconds between samples, 0.05-86400 [default: FLOW_METRICS_INTERVAL, 60].")
 @click.option("--flush-interval", type=Bounded(FLUSH_INTERVAL_RANGE), metavar="SECONDS",
@@ -108,9 +117,9 @@ def tune_malloc() -> None:
 @click.option("--no-store", is_flag=True, help="With --once: print the sample without storing it.")
 def collect(
     once: bool, task_id: str | None, task_name: str | None, instance_type: str | None,
-    interval: float | None, flush_interval: float | None, log_level: str, prometheus_listen: str | None,
-    backoff_min: float | None, backoff_max: float | None, send_timeout: float | None, no_nvml: bool,
-    no_store: bool,
+    expected_gpus: int | None, interval: float | None, flush_interval: float | None, log_level: str,
+    prometheus_listen: str | None, backoff_min: float | None, backoff_max: float | None,
+    send_timeout: float | None, no_nvml: bool, no_store: bool,
 ) -> None:
     """Collect this node's health every interval: GPUd (or NVML), host metrics, scored,
     stored under FLOW_METRICS_DIR and streamed to FLOW_METRICS_ENDPOINT when it is set.
@@ -132,8 +141,9 @@ def collect(
         return
     settings = CollectorSettings.from_config(
         config, task_id=task_id, task_name=task_name, instance_type=instance_type,
-        interval_s=interval, flush_interval_s=flush_interval, backoff_min_s=backoff_min,
-        backoff_max_s=backoff_max, send_timeout_s=send_timeout, use_nvml=False if no_nvml else None,
+        expected_gpus=expected_gpus, interval_s=interval, flush_interval_s=flush_interval,
+        backoff_min_s=backoff_min, backoff_max_s=backoff_max, send_timeout_s=send_timeout,
+        use_nvml=False if no_nvml else None,
     )
     if settings.backoff_min_s > settings.backoff_max_s:
         raise click.BadParameter(f"--backoff-min={settings.backoff_min_s:g} is above "

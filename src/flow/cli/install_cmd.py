@@ -15,7 +15,7 @@ import click
 import orjson
 
 from flow.cli.common import EXIT_OK, EXIT_PROBLEMS, get_config
-from flow.cli.numbers import INSTALL_TIMEOUT_RANGE, Bounded
+from flow.cli.numbers import EXPECTED_GPUS_RANGE, INSTALL_TIMEOUT_RANGE, Bounded
 from flow.config import (
     BATCH_SIZE_RANGE,
     COMPRESS_AFTER_DAYS_RANGE,
@@ -112,6 +112,7 @@ def _build_options(config: Config, values: dict[str, Any]) -> InstallOptions:
         "task_id": "task_id",
         "task_name": "task_name",
         "instance_type": "instance_type",
+        "expected_gpus": "expected_gpus",
     }
     for key, field_name in simple.items():
         if values.get(key) is not None:
@@ -154,7 +155,7 @@ def _tasks(config: Config, task_ref: str | None, all_tasks: bool) -> list[Task]:
 
 def _task_options(options: InstallOptions, task: Task) -> InstallOptions:
     return options.for_task(task_id=task.id, task_name=task.name, instance_type=task.instance_type,
-                            gpud_port=task.gpud_port)
+                            gpud_port=task.gpud_port, expected_gpus=task.gpus)
 
 
 def _targets(tasks: Sequence[Task], script_for: Callable[[Task], str]) -> list[Target]:
@@ -242,6 +243,9 @@ def _target_options(func: _F) -> _F:
 @click.option("--task-id", metavar="ID", help="The task id the collector reports (FLOW_TASK_ID).")
 @click.option("--task-name", metavar="NAME", help="The task name the collector reports (FLOW_TASK_NAME).")
 @click.option("--instance-type", metavar="TYPE", help="The instance type (FLOW_INSTANCE_TYPE).")
+@click.option("--expected-gpus", type=Bounded(EXPECTED_GPUS_RANGE), metavar="N",
+              help="GPUs the node should have, 0-1024 (FLOW_EXPECTED_GPUS) [default: the "
+                   "instance type's count].")
 def startup_script_cmd(**values: Any) -> None:
     """Print a POSIX sh script that installs GPUd and the collector on the machine it runs on.
 

@@ -25,6 +25,7 @@ __all__ = [
     "BACKOFF_MIN_RANGE",
     "CLEANUP_COMPRESS_AFTER_DAYS_RANGE",
     "DEMO_TIMEOUT_RANGE",
+    "EXPECTED_GPUS_RANGE",
     "HISTORY_HOURS_RANGE",
     "INSTALL_TIMEOUT_RANGE",
     "NODE_TIMEOUT_RANGE",
@@ -47,6 +48,8 @@ BACKOFF_MAX_RANGE = NumberRange(0.01, 86400, "seconds")
 SEND_TIMEOUT_RANGE = NumberRange(0.1, 3600, "seconds")
 #: The simulator's `slow` scenario delay.
 SIM_DELAY_RANGE = NumberRange(0, 3600, "seconds")
+#: The GPUs a node should have (a task's `gpus:` takes the same range).
+EXPECTED_GPUS_RANGE = NumberRange(0, 1024, "GPUs", integer=True)
 #: cleanup may compress every finished day (0), unlike the collector's setting.
 CLEANUP_COMPRESS_AFTER_DAYS_RANGE = NumberRange(0, 3650, "days", integer=True)
 

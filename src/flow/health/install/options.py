@@ -159,6 +159,8 @@ class InstallOptions:
     task_id: str | None = None
     task_name: str | None = None
     instance_type: str | None = None
+    # The task's `gpus:` (None: the collector takes the instance type's count).
+    expected_gpus: int | None = None
     package: str | None = field(default_factory=default_package_spec)
     python: str = "python3"
     root: str = ""
@@ -199,6 +201,12 @@ class InstallOptions:
             grammar.identifier(_string(self.task_id, option="--task-id"), name="--task-id")
         _env_value(self.task_name, option="--task-name")
         _env_value(self.instance_type, option="--instance-type")
+        if self.expected_gpus is not None and (
+            isinstance(self.expected_gpus, bool) or not isinstance(self.expected_gpus, int)
+            or not 0 <= self.expected_gpus <= 1024
+        ):
+            raise ConfigError(f"--expected-gpus={self.expected_gpus!r} is out of range; allowed: "
+                              "an integer 0-1024")
         if self.package is not None:
             _env_value(self.package, option="--package")
             if not self.package.strip():
@@ -269,13 +277,16 @@ class InstallOptions:
         task_name: str | None,
         instance_type: str | None,
         gpud_port: int | None = None,
+        expected_gpus: int | None = None,
     ) -> InstallOptions:
-        """A copy carrying one task's identity (each node's env file names its own task), and
-        the task's own GPUd port when its inventory entry sets one."""
+        """A copy carrying one task's identity (each node's env file names its own task), the
+        task's own GPUd port when its inventory entry sets one, and its GPU count when it sets
+        one (`gpus:`), so the node's collector knows how many GPUs it should see."""
         return replace(
             self,
             task_id=task_id,
             task_name=task_name,
             instance_type=instance_type,
             gpud_port=self.gpud_port if gpud_port is None else gpud_port,
+            expected_gpus=expected_gpus,
         )

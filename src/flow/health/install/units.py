@@ -112,6 +112,7 @@ def metrics_env(options: InstallOptions) -> str:
         ("FLOW_TASK_ID", options.task_id or ""),
         ("FLOW_TASK_NAME", options.task_name or ""),
         ("FLOW_INSTANCE_TYPE", options.instance_type or ""),
+        ("FLOW_EXPECTED_GPUS", "" if options.expected_gpus is None else str(options.expected_gpus)),
         ("FLOW_GPUD_BIND", options.gpud_bind),
         ("FLOW_GPUD_PORT", str(options.gpud_port)),
         ("FLOW_GPUD_VERSION", options.gpud_version),
