@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -215,6 +216,25 @@ class RecordingSink:
 
     async def aclose(self) -> None:
         pass
+
+
+def test_samples_stored_during_the_last_send_are_sent_at_shutdown(
+    tmp_path: Path, gpud: Gpud, receiver: Receiver
+) -> None:
+    # Batches of one: while a batch is sent, the next read is already made (empty: nothing
+    # newer was stored yet). Samples stored during that send, and the stop arriving then, must
+    # not be taken for the end of the log on the strength of that earlier read.
+    daemon = InProcessDaemon(_settings(tmp_path, gpud, receiver, batch_size=1, interval_s=0.05,
+                                       send_timeout_s=5.0, shutdown_grace_s=5.0)).start()
+    wait_for(lambda: receiver.unique >= 2, what="first deliveries")
+    receiver.hold()  # the next send stays in flight
+    held_at = daemon.cycles
+    wait_for(lambda: daemon.cycles >= held_at + 3, what="samples stored during the held send")
+    release = threading.Timer(0.5, receiver.ok)  # answered after the stop has begun
+    release.start()
+    daemon.stop()
+    release.join()
+    _check_at_least_once(tmp_path, receiver)
 
 
 def test_each_destination_has_its_own_cursor(tmp_path: Path, gpud: Gpud, receiver: Receiver) -> None:

@@ -180,6 +180,7 @@ class Streamer:
                     urgent.clear()
                     flushing = True
                 prepared: Any = None
+                prefetched = prefetch is not None
                 if prefetch is not None:
                     snapshots, next_position, prepared = await prefetch
                     prefetch = None
@@ -197,6 +198,11 @@ class Streamer:
                         state.position = next_position
                         await asyncio.get_running_loop().run_in_executor(
                             self._io, self._cursor_file.save, state)
+                    if prefetched:
+                        # Read while the previous batch was being sent: what was stored since
+                        # is not in it. Read again before taking this for the end of the log
+                        # (at a stop, it would be left on disk until the next start).
+                        continue
                     if stop.is_set():
                         return
                     await _wait_any(stop, wake, urgent, timeout=self._poll_s)
