@@ -206,3 +206,17 @@ def test_the_writer_refuses_a_symlinked_day_file(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot write metrics"):
         store.write_snapshots(series(T0 + MINUTE, 1))
     assert victim.read_bytes() == b"precious\n"
+
+
+def test_a_damaged_timestamp_is_counted_not_taken_for_another_day(tmp_path: Path) -> None:
+    # A flipped byte in a line's timestamp ("2026" -> "202\xc9") keeps the line's shape: read
+    # by its prefix alone, it compared as after the window and vanished without a count.
+    store, path, written = day_store(tmp_path, 120, compress=False)
+    data = bytearray(path.read_bytes())
+    line_start = data.index(written[29])
+    at = line_start + data[line_start:].index(b"2026")
+    data[at + 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    got = read_day(store)
+    assert got == written[:29] + written[30:]
+    assert store.corrupt_lines_skipped == 1

@@ -10,6 +10,7 @@ damaged gzip tail are counted in `ReadCounters` and skipped.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = [
     "open_day",
     "plain_chunks",
     "time_key",
+    "well_formed_time_key",
 ]
 
 CHUNK_BYTES = 1024 * 1024
@@ -53,6 +55,15 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 TS_PREFIX = b'{"schema":%d,"timestamp":"' % SCHEMA_VERSION
 _TS_LEN = 24
 TS_END = len(TS_PREFIX) + _TS_LEN  # where the timestamp's closing quote is
+#: A stored timestamp's shape. A line is judged by its prefix alone only when the timestamp
+#: there has it: a damaged byte in it would otherwise compare as "outside the window" and the
+#: line vanish uncounted; such a line goes through decoding, which counts it.
+_TS_SHAPE = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+def well_formed_time_key(key: bytes) -> bool:
+    """True when `key` (a line's timestamp bytes) is `YYYY-MM-DDTHH:MM:SS.mmmZ` in digits."""
+    return _TS_SHAPE.fullmatch(key) is not None
 
 
 @dataclass
@@ -358,12 +369,10 @@ def iter_day_lines(day: OpenDay, counters: ReadCounters, *, start_offset: int = 
 
 def fast_timestamp(data: bytes) -> bytes | None:
     """The line's timestamp (`YYYY-MM-DDTHH:MM:SS.mmmZ`) read without decoding, or None."""
-    if (
-        data.startswith(TS_PREFIX)
-        and data[TS_END : TS_END + 1] == b'"'
-        and data[TS_END - 1 : TS_END] == b"Z"
-    ):
-        return data[len(TS_PREFIX) : TS_END]
+    if data.startswith(TS_PREFIX) and data[TS_END : TS_END + 1] == b'"':
+        key = data[len(TS_PREFIX) : TS_END]
+        if well_formed_time_key(key):
+            return key
     return None
 
 

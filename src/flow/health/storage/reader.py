@@ -30,6 +30,7 @@ from flow.health.storage.lines import (
     open_day,
     plain_chunks,
     time_key,
+    well_formed_time_key,
 )
 
 __all__ = ["day_window", "dir_records", "dir_task_id"]
@@ -52,8 +53,8 @@ def _scan(
         if nl - pos > MAX_LINE_BYTES:
             counters.corrupt(f"{where}: a line over {MAX_LINE_BYTES} bytes")
         elif (nl - pos > TS_END and buf.startswith(TS_PREFIX, pos)
-                and buf[pos + TS_END - 1 : pos + TS_END + 1] == b'Z"'):
-            key = buf[pos + prefix_len : pos + TS_END]
+                and buf[pos + TS_END - 1 : pos + TS_END + 1] == b'Z"'
+                and well_formed_time_key(key := buf[pos + prefix_len : pos + TS_END])):
             if key >= start_key and (end_key is None or key < end_key):
                 yield key, buf[pos:nl]
         elif nl > pos:  # an empty line is the newline that closed a torn one: nothing to count
