@@ -22,21 +22,13 @@ SCENARIOS = ["xid-fatal", "control-chars", "drip", "huge-body"]
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[FleetThread]:
-    fleet = start_fleet_in_thread(len(SCENARIOS), scenario=SCENARIOS)
-    try:
+    with start_fleet_in_thread(len(SCENARIOS), scenario=SCENARIOS) as fleet:
         yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture
-def fleet(flow_home: Path, sim: FleetThread, sshd: SshdServer, monkeypatch: pytest.MonkeyPatch,
-          tmp_path: Path) -> dict[str, int]:
+def fleet(flow_home: Path, isolated_home: Path, sim: FleetThread, sshd: SshdServer) -> dict[str, int]:
     """One task per scenario, named after it, each reaching its simulated GPUd through `sshd`."""
-    home = tmp_path / "user-home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
     node = Node(host=sshd.host, port=sshd.port, user=sshd.user, identity_file=str(sshd.client_key.path))
     tasks = [Task(id=f"task-gpud{i:02d}", name=n.scenario, nodes=(node,), instance_type="h100.8xlarge",
                   gpud_port=n.port) for i, n in enumerate(sim.nodes)]

@@ -25,11 +25,8 @@ NAMES = {s: f"gpu{i + 1:03d}" for i, s in enumerate(SCENARIOS)}
 
 @pytest.fixture
 def sim() -> Iterator[FleetThread]:
-    fleet = start_fleet_in_thread(len(SCENARIOS), scenario=SCENARIOS)
-    try:
+    with start_fleet_in_thread(len(SCENARIOS), scenario=SCENARIOS) as fleet:
         yield fleet
-    finally:
-        fleet.stop()
 
 
 @pytest.fixture

@@ -34,11 +34,8 @@ def slurm_names(first: int) -> list[str]:
 
 @pytest.fixture
 def sim() -> Iterator[FleetThread]:
-    fleet = start_fleet_in_thread(len(SCENARIOS), scenario=SCENARIOS)
-    try:
+    with start_fleet_in_thread(len(SCENARIOS), scenario=SCENARIOS) as fleet:
         yield fleet
-    finally:
-        fleet.stop()
 
 
 def setup_fleet(flow_home: Path, sshd: SshdServer, sim: FleetThread, cluster: SlurmCluster,

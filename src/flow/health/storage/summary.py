@@ -44,10 +44,10 @@ __all__ = [
 _UNHEALTHY = (HealthStatus.DEGRADED, HealthStatus.CRITICAL)
 _STATUS_ORDER = (HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.CRITICAL,
                  HealthStatus.UNKNOWN)
-_WORSE = {HealthStatus.DEGRADED: 1, HealthStatus.CRITICAL: 2}
-# Severity's order (flow.health.snapshot.Severity.rank): unknown is worse than degraded.
-_CURRENT_RANK = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNKNOWN: 2,
-                 HealthStatus.CRITICAL: 3}
+# Worse is higher; Severity's order (flow.health.snapshot.Severity.rank): unknown is worse
+# than degraded.
+_STATUS_RANK = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNKNOWN: 2,
+                HealthStatus.CRITICAL: 3}
 
 
 def _time(moment: datetime | None) -> str | None:
@@ -238,7 +238,7 @@ def _periods(samples: Sequence[Sample]) -> tuple[UnhealthyPeriod, ...]:
         for s in run:
             for code in s.reasons:
                 reasons.setdefault(code, None)
-        worst = max((s.status for s in run), key=lambda st: _WORSE[st])
+        worst = max((s.status for s in run), key=_STATUS_RANK.__getitem__)
         periods.append(UnhealthyPeriod(start=run[0].time, end=end, worst_status=worst,
                                        reasons=tuple(reasons), snapshots=len(run), ongoing=ongoing,
                                        node=run[0].node))
@@ -265,7 +265,7 @@ def summarize_task(
     last = samples[-1] if samples else None
     nodes = _by_node(samples)
     newest = [per_node[-1] for per_node in nodes.values()]
-    current = max((s.status for s in newest), key=_CURRENT_RANK.__getitem__,
+    current = max((s.status for s in newest), key=_STATUS_RANK.__getitem__,
                   default=HealthStatus.UNKNOWN)
     current_scores = [s.score for s in newest if s.score is not None]
     periods = sorted((p for per_node in nodes.values() for p in _periods(per_node)),
