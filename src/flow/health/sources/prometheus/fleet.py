@@ -9,7 +9,7 @@ sample, so what is read is held to the node's newest snapshot (docs/architecture
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -260,20 +260,14 @@ def _node_snapshot(key: NodeKey, ts: float, labels: Labels, f: FleetAnswers, *, 
     return Snapshot(**identity, gpud=gpud, gpus=gpus, verdict=verdict)
 
 
-def assemble_fleet(answers: FleetAnswers | Mapping[str, list[Series]], *, now: datetime,
-                   stale_after_s: float, thresholds: Thresholds | None = None,
+def assemble_fleet(f: FleetAnswers, *, now: datetime, stale_after_s: float,
+                   thresholds: Thresholds | None = None,
                    expected: Sequence[ExpectedNode] | None = None) -> list[Snapshot]:
-    """Snapshots from the answers to `fleet_queries` (folded, or by query name), one per node.
+    """Snapshots from the folded answers to `fleet_queries`, one per node.
 
     With `expected`, exactly those nodes, in that order (one Prometheus does not hold is
     `unknown`, `no_data`); without, every node Prometheus holds, by task and node.
     """
-    if isinstance(answers, FleetAnswers):
-        f = answers
-    else:
-        f = FleetAnswers()
-        for name, result in answers.items():
-            f.add(name, result)
     thresholds = thresholds or Thresholds()
     if expected is None:
         return [
